@@ -11,8 +11,10 @@ point). ``cond`` is an optional per-example conditioning tensor, e.g. a one-hot 
 ``(batch, n_classes)``; bijectors that do not use it accept and ignore it so that they can be
 chained freely.
 
-Variables live only in the ``params`` collection, so every bijector is a pure function of
-``(variables, input)``: ``module.apply(variables, x, method="forward_and_log_det")``.
+Trained variables live in the ``params`` collection and fixed, never-trained tensors (e.g. a
+permutation) in ``constants``, so an optimizer only ever sees ``params``. Every bijector is a
+pure function of ``(variables, input)``:
+``module.apply(variables, x, method="forward_and_log_det")``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ Array = jax.Array
 def zero_log_det(x: Array) -> Array:
   """A float32 log-det of zeros for a batch ``x``."""
   return jnp.zeros(x.shape[:1], jnp.float32)
+
+
+def per_pixel_log_det(x: Array, pixel_log_det: Array) -> Array:
+  """The log-det of a map applied identically at every pixel of ``x``: H * W * ``pixel_log_det``."""
+  height, width = x.shape[1:3]
+  return jnp.full(x.shape[:1], height * width * pixel_log_det, jnp.float32)
 
 
 def sum_except_batch(x: Array) -> Array:
