@@ -1,0 +1,86 @@
+"""Orbax checkpoints of the train state together with the data iterator's state, and SIGTERM.
+
+Each checkpoint step holds two items: "state" (the train state's arrays) and "data" (the JSON state of
+the training data iterator), so a resumed run continues the same data order. Orbax writes a step into
+a temporary directory and renames it only once complete, so an interrupted save is never listed.
+"""
+
+import os
+import signal
+import threading
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+
+STATE_ITEM = "state"
+DATA_ITEM = "data"
+
+
+def create_manager(directory: str, *, save_interval_steps: int,
+                   max_to_keep: Optional[int] = 3) -> ocp.CheckpointManager:
+  """A manager for `directory` that saves every `save_interval_steps` (and when forced)."""
+  if save_interval_steps < 1:
+    raise ValueError(f"save_interval_steps={save_interval_steps}: expected a positive integer")
+  # Orbax would also save the very first step of a run; only the interval and preemption count here.
+  policies = ocp.checkpoint_managers
+  save_policy = policies.AnySavePolicy([policies.FixedIntervalPolicy(save_interval_steps),
+                                        policies.PreemptionCheckpointingPolicy()])
+  options = ocp.CheckpointManagerOptions(save_decision_policy=save_policy, max_to_keep=max_to_keep,
+                                         cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_names=(STATE_ITEM, DATA_ITEM))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: Dict[str, Any], *,
+         force: bool = False) -> bool:
+  """Saves (asynchronously) when the interval says so or `force`; returns whether it saved."""
+  args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state),
+                               DATA_ITEM: ocp.args.JsonSave(data_state)})
+  return manager.save(step, args=args, force=force)
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any,
+            step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
+  """(state, data_state) of `step` (default: the latest complete one).
+
+  `abstract_state` is the state's structure with `jax.ShapeDtypeStruct` leaves carrying the shardings
+  to restore onto.
+  """
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no complete checkpoint in {manager.directory}")
+  args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract_state),
+                               DATA_ITEM: ocp.args.JsonRestore()})
+  restored = manager.restore(step, args=args)
+  return restored[STATE_ITEM], restored[DATA_ITEM]
+
+
+class StopRequest:
+  """Notices a request to stop (SIGTERM) so that the loop can save a checkpoint and return.
+
+  With one process a SIGTERM handler sets a flag. With several, JAX's preemption service already
+  watches SIGTERM and agrees on a step at which every process stops (`manager.reached_preemption`),
+  so that all of them take part in the final save.
+  """
+
+  def __init__(self):
+    self._received = threading.Event()
+    self._previous_handler = None
+
+  def __enter__(self) -> "StopRequest":
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._previous_handler is not None:
+      signal.signal(signal.SIGTERM, self._previous_handler)
+      self._previous_handler = None
+
+  def _on_sigterm(self, signum, frame) -> None:
+    del signum, frame
+    self._received.set()
+
+  def should_stop(self, manager: ocp.CheckpointManager, step: int) -> bool:
+    return self._received.is_set() or manager.reached_preemption(step)

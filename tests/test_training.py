@@ -1,0 +1,278 @@
+"""Tests of flaxflow.training: optimizer, train step, non-finite skipping, EMA, evaluation, the loop."""
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from flaxflow import checkpointing, parallel, training
+
+
+class ToyFlow(nn.Module):
+  """x = mean_y + exp(log_scale) * z with a learned per-class mean: a flow one can reason about."""
+  num_classes: int = 3
+  image_shape: tuple = (4, 4, 1)
+
+  def setup(self):
+    self.class_means = self.param("class_means", nn.initializers.zeros, (self.num_classes,))
+    self.log_scale = self.param("log_scale", nn.initializers.zeros, ())
+    self.offset = self.variable("constants", "offset", lambda: jnp.float32(0.25)).value
+
+  def log_prob(self, x, labels=None):
+    mean = self.class_means[labels][:, None, None, None] + self.offset
+    z = (x - mean) * jnp.exp(-self.log_scale)
+    log_density = -0.5 * z ** 2 - 0.5 * jnp.log(2 * jnp.pi) - self.log_scale
+    return jnp.sum(log_density.reshape(x.shape[0], -1), axis=-1)
+
+  def sample(self, rng, num_samples, labels=None, temperature=1.0):
+    z = temperature * jax.random.normal(rng, (num_samples, *self.image_shape))
+    mean = self.class_means[labels][:, None, None, None] + self.offset
+    return jnp.clip(mean + jnp.exp(self.log_scale) * z, -0.5, 0.49)
+
+
+def toy_dataset(num_examples=96, num_classes=3, seed=0):
+  """uint8 images whose brightness depends on the class."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, num_classes, num_examples).astype(np.int32)
+  centre = 60 + 60 * labels[:, None, None, None]
+  noise = rng.normal(0, 20, (num_examples, 4, 4, 1))
+  return np.clip(centre + noise, 0, 255).astype(np.uint8), labels
+
+
+class ArrayIterator:
+  """Epoch-shuffled global batches of in-memory arrays; its state is the number of batches drawn."""
+
+  def __init__(self, images, labels, *, global_batch_size, sharding, seed=0):
+    self.images, self.labels = images, labels
+    self.batch_size, self.sharding, self.seed = global_batch_size, sharding, seed
+    self.batches_drawn = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    per_epoch = len(self.images) // self.batch_size
+    epoch, index = divmod(self.batches_drawn, per_epoch)
+    order = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
+    chosen = order[index * self.batch_size:(index + 1) * self.batch_size]
+    self.batches_drawn += 1
+    batch = {"image": self.images[chosen], "label": self.labels[chosen]}
+    return parallel.global_batch_from_full(batch, self.sharding)
+
+  def get_state(self):
+    return {"batches_drawn": self.batches_drawn}
+
+  def set_state(self, state):
+    self.batches_drawn = state["batches_drawn"]
+
+
+class RecordingWriter:
+  def __init__(self):
+    self.scalars = {}
+
+  def write_scalars(self, step, scalars):
+    self.scalars.setdefault(step, {}).update(scalars)
+
+  def flush(self):
+    pass
+
+
+def toy_config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      seed=0, n_bits=8, batch_size=16, num_steps=12, class_loss_weight=0.0, ema_decay=0.0,
+      optimizer=dict(name="adam", learning_rate=0.05, warmup_steps=2, schedule="constant",
+                     grad_clip_norm=10.0, b1=0.9, b2=0.999, eps=1e-8),
+      log_every=1, checkpoint_every=4, keep_checkpoints=3, sample_every=0, samples_per_class=2,
+      sample_temperature=1.0, eval_every=0, max_consecutive_nonfinite=5))
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def run_toy(workdir, config, images=None, labels=None):
+  if images is None:
+    images, labels = toy_dataset()
+  mesh = parallel.make_mesh()
+  iterator = ArrayIterator(images, labels, global_batch_size=config.batch_size,
+                           sharding=parallel.batch_sharding(mesh))
+  writer = RecordingWriter()
+  eval_images, eval_labels = toy_dataset(num_examples=37, seed=1)
+  eval_batches = lambda: ({"image": eval_images[i:i + 16], "label": eval_labels[i:i + 16]}
+                          for i in range(0, 37, 16))
+  result = training.train(config, model=ToyFlow(), train_iterator=iterator, workdir=str(workdir),
+                          writer=writer, class_names=["a", "b", "c"], eval_batches=eval_batches,
+                          mesh=mesh)
+  return result, writer
+
+
+def train_losses(writer):
+  return [writer.scalars[step]["train/loss"] for step in sorted(writer.scalars)
+          if "train/loss" in writer.scalars[step]]
+
+
+def test_learning_rate_warms_up_linearly_then_decays():
+  optimizer_config = toy_config(**{"optimizer.schedule": "cosine", "optimizer.warmup_steps": 10,
+                                   "optimizer.learning_rate": 1.0}).optimizer
+  schedule = training.learning_rate_schedule(optimizer_config, num_steps=110)
+  assert schedule(0) == 0.0
+  np.testing.assert_allclose(schedule(5), 0.5)
+  np.testing.assert_allclose(schedule(10), 1.0)
+  np.testing.assert_allclose(schedule(60), 0.5, atol=1e-6)
+  np.testing.assert_allclose(schedule(110), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value", [("optimizer.name", "sgd"),
+                                          ("optimizer.schedule", "linear")])
+def test_unknown_optimizer_settings_are_named_in_the_error(field, value):
+  with pytest.raises(ValueError, match=field):
+    training.make_optimizer(toy_config(**{field: value}).optimizer, num_steps=10)
+
+
+def test_gradient_clipping_bounds_the_first_adamax_step():
+  config = toy_config(**{"optimizer.name": "adamax", "optimizer.warmup_steps": 0,
+                         "optimizer.learning_rate": 0.1, "optimizer.grad_clip_norm": 1.0})
+  optimizer = training.make_optimizer(config.optimizer, num_steps=10)
+  params = {"w": jnp.zeros(3)}
+  updates, _ = optimizer.update({"w": jnp.array([300.0, -400.0, 0.0])}, optimizer.init(params),
+                                params)
+  # Adamax's first step moves every coordinate with a non-zero gradient by exactly lr.
+  np.testing.assert_allclose(updates["w"], [-0.1, 0.1, 0.0], atol=1e-6)
+
+
+def _fresh_state(config, model=None):
+  model = model or ToyFlow()
+  images, labels = toy_dataset(num_examples=config.batch_size)
+  optimizer = training.make_optimizer(config.optimizer, config.num_steps)
+  batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
+  state = training.create_train_state(model, optimizer, batch, jax.random.PRNGKey(0),
+                                      n_bits=config.n_bits, use_ema=config.ema_decay > 0)
+  return model, optimizer, batch, state
+
+
+def _step(config, model, optimizer, state, batch):
+  return training.train_step(state, batch, model=model, optimizer=optimizer,
+                             loss_fn=training.make_loss_fn(config), rng=jax.random.PRNGKey(1),
+                             ema_decay=config.ema_decay)
+
+
+def test_train_state_keeps_constants_out_of_the_optimizer():
+  _, _, _, state = _fresh_state(toy_config())
+  assert set(state.params) == {"class_means", "log_scale"}
+  assert state.fixed_variables == {"constants": {"offset": 0.25}}
+  assert state.ema_params is None
+
+
+def test_train_step_lowers_the_loss_and_counts_steps():
+  config = toy_config()
+  model, optimizer, batch, state = _fresh_state(config)
+  step = jax.jit(lambda state, batch: _step(config, model, optimizer, state, batch))
+  losses = []
+  for _ in range(20):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert int(state.step) == 20 and int(state.skipped_updates) == 0
+  assert losses[-1] < losses[0] - 0.5
+
+
+def test_non_finite_batch_skips_the_update_and_is_counted():
+  config = toy_config(ema_decay=0.9)
+  model, optimizer, batch, state = _fresh_state(config)
+  state, _ = _step(config, model, optimizer, state, batch)
+  poisoned = dict(state.fixed_variables, constants={"offset": jnp.float32(jnp.nan)})
+  poisoned_state = state.replace(fixed_variables=poisoned)
+  after, metrics = _step(config, model, optimizer, poisoned_state, batch)
+  assert int(metrics["skipped"]) == 1 and not np.isfinite(float(metrics["loss"]))
+  assert int(after.step) == int(state.step) + 1
+  assert int(after.skipped_updates) == 1 and int(after.consecutive_skipped) == 1
+  for kept, original in [(after.params, state.params), (after.opt_state, state.opt_state),
+                         (after.ema_params, state.ema_params)]:
+    jax.tree.map(np.testing.assert_array_equal, kept, original)
+  recovered, metrics = _step(config, model, optimizer, after.replace(
+      fixed_variables=state.fixed_variables), batch)
+  assert int(metrics["skipped"]) == 0 and int(recovered.consecutive_skipped) == 0
+  assert int(recovered.skipped_updates) == 1
+
+
+def test_ema_follows_the_parameters():
+  config = toy_config(ema_decay=0.5)
+  model, optimizer, batch, state = _fresh_state(config)
+  new_state, _ = _step(config, model, optimizer, state, batch)
+  expected = jax.tree.map(lambda old, new: 0.5 * old + 0.5 * new, state.params, new_state.params)
+  jax.tree.map(np.testing.assert_allclose, new_state.ema_params, expected)
+  assert new_state.variables(use_ema=True)["params"] is new_state.ema_params
+
+
+def test_evaluate_averages_over_every_example_including_a_ragged_last_batch():
+  config = toy_config()
+  model, _, _, state = _fresh_state(config)
+  images, labels = toy_dataset(num_examples=37, seed=3)
+  loss_fn = training.make_loss_fn(config)
+  variables = state.variables()
+  mesh = parallel.make_mesh()
+  batches = [{"image": images[i:i + 16], "label": labels[i:i + 16]} for i in range(0, 37, 16)]
+  rng = jax.random.PRNGKey(0)
+  metrics = training.evaluate(model, variables, batches, loss_fn=loss_fn, mesh=mesh, rng=rng)
+  expected = np.mean(np.concatenate([
+      np.full(len(batch["image"]), float(loss_fn(model, variables, jnp.asarray(batch["image"]),
+                                                 jnp.asarray(batch["label"]),
+                                                 jax.random.fold_in(rng, index))[0]))
+      for index, batch in enumerate(batches)]))
+  np.testing.assert_allclose(metrics["bits_per_dim"], expected, rtol=1e-6)
+  with pytest.raises(ValueError, match="no examples"):
+    training.evaluate(model, variables, [], loss_fn=loss_fn, mesh=mesh, rng=rng)
+
+
+def test_sample_grid_has_one_row_per_class():
+  config = toy_config()
+  model, _, _, state = _fresh_state(config)
+  grid = training.sample_grid(model, state.variables(), jax.random.PRNGKey(0), samples_per_class=5,
+                              temperature=0.5, n_bits=8, mesh=parallel.make_mesh())
+  assert grid.shape == (3, 5, 4, 4, 1) and grid.dtype == np.uint8
+
+
+def test_train_loop_writes_checkpoints_samples_metrics_and_resumes_where_it_stopped(tmp_path):
+  config = toy_config(sample_every=6)
+  result, writer = run_toy(tmp_path / "full", config)
+  assert not result.stopped_early and int(result.state.step) == 12
+  losses = train_losses(writer)
+  assert len(losses) == 12 and losses[-1] < losses[0]
+  assert sorted(os.listdir(tmp_path / "full" / "samples")) == ["step_0000006.png",
+                                                                "step_0000012.png"]
+  final = json.loads((tmp_path / "full" / "final_metrics.json").read_text())
+  assert final["step"] == 12 and set(final["eval"]) == {"loss", "bits_per_dim"}
+  manager = checkpointing.create_manager(str(tmp_path / "full" / "checkpoints"),
+                                         save_interval_steps=4)
+  assert manager.all_steps() == [4, 8, 12]
+
+  # The same run in two parts: 7 steps, then resume to 12 from the checkpoint of step 4 (the
+  # checkpoints after step 4 are removed, as if the first part died before writing them).
+  config_part = toy_config(num_steps=7)
+  run_toy(tmp_path / "parts", config_part)
+  first = checkpointing.create_manager(str(tmp_path / "parts" / "checkpoints"),
+                                       save_interval_steps=4)
+  assert first.all_steps() == [4, 7]
+  first.delete(7)
+  first.close()
+  resumed, resumed_writer = run_toy(tmp_path / "parts", config)
+  np.testing.assert_allclose(train_losses(resumed_writer), losses[4:], rtol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, resumed.state.params, result.state.params)
+  assert resumed.eval_metrics == result.eval_metrics
+
+
+def test_huge_learning_rate_stops_the_run_with_a_clear_message(tmp_path):
+  config = toy_config(**{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0,
+                         "optimizer.grad_clip_norm": 0.0}, max_consecutive_nonfinite=3,
+                      num_steps=40)
+  with pytest.raises(training.NonFiniteError, match="max_consecutive_nonfinite=3"):
+    run_toy(tmp_path, config)
+  manager = checkpointing.create_manager(str(tmp_path / "checkpoints"), save_interval_steps=4)
+  replicated = parallel.replicated_sharding(parallel.make_mesh())
+  abstract_state = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                                  sharding=replicated),
+                                jax.eval_shape(lambda: _fresh_state(config)[3]))
+  state, _ = checkpointing.restore(manager, abstract_state)
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
