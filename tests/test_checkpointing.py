@@ -1,0 +1,96 @@
+"""Tests of flaxflow.checkpointing: round trip with the data state, atomic saves, SIGTERM."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxflow import checkpointing, parallel
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def example_state(scale=1.0):
+  return {"step": jnp.int32(3), "params": {"w": scale * jnp.arange(6.0).reshape(2, 3)},
+          "ema_params": None}
+
+
+def abstract(state):
+  replicated = parallel.replicated_sharding(parallel.make_mesh())
+  return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                        sharding=replicated), state)
+
+
+def test_round_trip_keeps_the_state_and_the_data_position(tmp_path):
+  manager = checkpointing.create_manager(str(tmp_path), save_interval_steps=5)
+  assert not checkpointing.save(manager, 3, example_state(), {"batches_drawn": 3})
+  assert checkpointing.save(manager, 5, example_state(2.0), {"batches_drawn": 5, "epoch": 0})
+  manager.wait_until_finished()
+  manager.close()
+  reopened = checkpointing.create_manager(str(tmp_path), save_interval_steps=5)
+  assert reopened.all_steps() == [5]
+  state, data_state = checkpointing.restore(reopened, abstract(example_state()))
+  np.testing.assert_array_equal(state["params"]["w"], 2.0 * np.arange(6.0).reshape(2, 3))
+  assert state["ema_params"] is None and int(state["step"]) == 3
+  assert data_state == {"batches_drawn": 5, "epoch": 0}
+
+
+def test_restore_without_a_checkpoint_names_the_directory(tmp_path):
+  manager = checkpointing.create_manager(str(tmp_path / "empty"), save_interval_steps=1)
+  with pytest.raises(FileNotFoundError, match="empty"):
+    checkpointing.restore(manager, abstract(example_state()))
+
+
+def test_save_interval_must_be_positive(tmp_path):
+  with pytest.raises(ValueError, match="save_interval_steps=0"):
+    checkpointing.create_manager(str(tmp_path), save_interval_steps=0)
+
+
+_CRASH_DURING_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    import jax.numpy as jnp
+    from orbax.checkpoint._src.path import atomicity
+    from flaxflow import checkpointing
+
+    manager = checkpointing.create_manager(sys.argv[1], save_interval_steps=1)
+    checkpointing.save(manager, 1, {"w": jnp.ones(4)}, {"batches_drawn": 1})
+    manager.wait_until_finished()
+
+    async def die_before_commit(self):
+      # Every file of the step is written; the process dies before the rename that commits it.
+      os.kill(os.getpid(), signal.SIGKILL)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = die_before_commit
+    checkpointing.save(manager, 2, {"w": 2 * jnp.ones(4)}, {"batches_drawn": 2})
+    manager.wait_until_finished()
+""")
+
+
+def test_a_save_killed_before_its_commit_is_never_loaded(tmp_path):
+  directory = tmp_path / "checkpoints"
+  process = subprocess.run([sys.executable, "-c", _CRASH_DURING_SAVE, str(directory)],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+  leftovers = [name for name in os.listdir(directory) if name != "1"]
+  assert leftovers and all(name.startswith("2.") for name in leftovers)
+  manager = checkpointing.create_manager(str(directory), save_interval_steps=1)
+  assert manager.latest_step() == 1
+  state, data_state = checkpointing.restore(manager, abstract({"w": jnp.zeros(4)}))
+  np.testing.assert_array_equal(state["w"], np.ones(4))
+  assert data_state == {"batches_drawn": 1}
+
+
+def test_sigterm_requests_a_stop_and_the_handler_is_restored(tmp_path):
+  manager = checkpointing.create_manager(str(tmp_path), save_interval_steps=1)
+  before = signal.getsignal(signal.SIGTERM)
+  with checkpointing.StopRequest() as stop_request:
+    assert not stop_request.should_stop(manager, 1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop_request.should_stop(manager, 2)
+  assert signal.getsignal(signal.SIGTERM) is before
