@@ -1,0 +1,161 @@
+"""Every dataset through one function, `load`, with one element format.
+
+    dataset, info = load("emotion_set/64", "train", data_dir="~/tensorflow_datasets")
+
+Elements are `{"image": uint8 (H, W, C), "label": int32, "subject": string}`; `subject`
+identifies the person where the dataset does (EmotionSet's lab sources) and is "" otherwise.
+Names:
+
+* `digits`: scikit-learn's bundled 8x8 digits (values 0..16 scaled to 0..255), split 80/20 by
+  a fixed seeded, class-stratified draw; needs no files (`data_dir` is not used).
+* `mnist`, `cifar10`: read offline from the original archives when `data_dir` holds them (see
+  `data.offline`), otherwise through `tfds.load` (downloading unless `download=False`).
+* `emotion_set`, `emotion_set/48`, `emotion_set/64` (the default): the built EmotionSet (see
+  `data.emotion_set`); it is never built implicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Callable, Optional
+
+import numpy as np
+import sklearn.datasets
+import sklearn.model_selection
+import tensorflow_datasets as tfds
+
+from data import offline
+from data.emotion_set import builder as emotion_set_builder
+from data.tf_cpu import tf
+
+MNIST_CLASSES = tuple(str(digit) for digit in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+DIGITS_MAX_VALUE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  name: str
+  class_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]
+  num_examples: dict[str, int]  # per split
+
+
+Loaded = tuple[tf.data.Dataset, DatasetInfo]
+
+
+def load(name: str, split: str, data_dir: Optional[str] = None, **options) -> Loaded:
+  """The `split` of dataset `name` as a tf.data.Dataset in the common format, and its info.
+
+  Args:
+    name: "digits", "mnist", "cifar10" or "emotion_set" with an optional "/48" or "/64".
+    split: "train", "test", or "validation" where the dataset has one.
+    data_dir: where the dataset or its archives are; see the module docstring.
+    **options: `download` (bool, default True) for mnist and cifar10; no other.
+  """
+  dataset, _, config = name.partition("/")
+  data_dir = None if data_dir is None else os.path.expanduser(data_dir)
+  if dataset not in _LOADERS:
+    raise ValueError(f"name: unknown dataset {name!r}; expected one of digits, mnist, "
+                     "cifar10, emotion_set, emotion_set/48, emotion_set/64")
+  if config and dataset != "emotion_set":
+    raise ValueError(f"name: {dataset} has no configurations, got {name!r}")
+  loader, allowed = _LOADERS[dataset]
+  unknown = sorted(set(options) - set(allowed))
+  if unknown:
+    raise TypeError(f"load({name!r}): unknown option(s) {', '.join(unknown)}; "
+                    f"allowed: {', '.join(allowed) or 'none'}")
+  return loader(name=name, config=config, split=split, data_dir=data_dir, **options)
+
+
+def digits_splits() -> offline.Splits:
+  """scikit-learn's digits as uint8 images (N, 8, 8, 1), split by a fixed stratified draw."""
+  digits = sklearn.datasets.load_digits()
+  images = np.round(digits.images * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)[..., np.newaxis]
+  labels = digits.target.astype(np.int32)
+  train, test = sklearn.model_selection.train_test_split(
+      np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
+      stratify=labels)
+  return {split: (images[np.sort(indices)], labels[np.sort(indices)])
+          for split, indices in (("train", train), ("test", test))}
+
+
+def _load_digits(*, name, split, **_) -> Loaded:
+  return _from_arrays(name, MNIST_CLASSES, digits_splits(), split)
+
+
+def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names):
+  """A loader reading the original archives in `data_dir` if there, else through TFDS."""
+
+  def load_dataset(*, name, split, data_dir, download=True, **_) -> Loaded:
+    if not isinstance(download, bool):
+      raise TypeError(f"download must be True or False, not {download!r}")
+    if data_dir is not None and has_archive(data_dir):
+      return _from_arrays(name, class_names, read_archive(data_dir), split)
+    _check_split(name, split, ("train", "test"))
+    dataset, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
+                              with_info=True, shuffle_files=False)
+    return _standardize(dataset), _info_from_tfds(name, info)
+
+  return load_dataset
+
+
+def _load_emotion_set(*, name, config, split, data_dir, **_) -> Loaded:
+  configs = [built.name for built in emotion_set_builder.EmotionSet.BUILDER_CONFIGS]
+  if config and config not in configs:
+    raise ValueError(f"name: emotion_set has the configurations {', '.join(configs)}, "
+                     f"got {name!r}")
+  builder = emotion_set_builder.EmotionSet(config=config or None, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"{name} is not built in data_dir {builder.data_dir}; build it with "
+        f"python -m data.emotion_set --manual_dir DIR --data_dir "
+        f"{pathlib.Path(builder.data_dir).parents[2]}")
+  _check_split(name, split, tuple(builder.info.splits))
+  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  return _standardize(dataset), _info_from_tfds(name, builder.info)
+
+
+def _from_arrays(name: str, class_names, splits: offline.Splits, split: str) -> Loaded:
+  _check_split(name, split, tuple(splits))
+  images, labels = splits[split]
+  dataset = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+  info = DatasetInfo(name=name, class_names=tuple(class_names), image_shape=images.shape[1:],
+                     num_examples={s: len(split_labels) for s, (_, split_labels) in splits.items()})
+  return _standardize(dataset), info
+
+
+def _standardize(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  def standard(example):
+    return {"image": example["image"], "label": tf.cast(example["label"], tf.int32),
+            "subject": example["subject"] if "subject" in example else tf.constant("")}
+
+  return dataset.map(standard, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _info_from_tfds(name: str, info: tfds.core.DatasetInfo) -> DatasetInfo:
+  return DatasetInfo(
+      name=name, class_names=tuple(info.features["label"].names),
+      image_shape=tuple(info.features["image"].shape),
+      num_examples={split: info.splits[split].num_examples for split in info.splits})
+
+
+def _check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
+  if split not in splits:
+    raise ValueError(f"split: {name} has no split {split!r}; expected one of "
+                     f"{', '.join(splits)}")
+
+
+_LOADERS = {
+    "digits": (_load_digits, ()),
+    "mnist": (_archive_or_tfds(offline.has_mnist, offline.read_mnist, MNIST_CLASSES),
+              ("download",)),
+    "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES),
+                ("download",)),
+    "emotion_set": (_load_emotion_set, ()),
+}
