@@ -162,29 +162,37 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 
 def evaluate(model: nn.Module, variables: Any, batches: Iterable[Mapping[str, np.ndarray]], *,
              loss_fn: LossFn, mesh: jax.sharding.Mesh, rng: Array) -> Dict[str, float]:
-  """Metrics of `loss_fn` averaged over every example of `batches` (numpy {"image", "label"}).
+  """Metrics of `loss_fn` averaged over every real example of `batches`.
 
-  Every process passes the same full batches. A batch that does not split evenly over the devices
-  (the last one) is evaluated replicated instead of dropped.
+  Each process passes its own numpy batches {"image", "label", "mask"} (mask optional: False marks
+  padding), all of one size, as `data.pipeline.eval_batches` gives them. Metrics are computed per
+  example so that padding can be left out exactly.
   """
 
   @jax.jit
-  def batch_metrics(variables, images_, labels, batch_rng):
-    return loss_fn(model, variables, images_, model_labels(model, labels), batch_rng)[1]
+  def batch_sums(variables, batch, batch_rng):
+    def example_metrics(image, label, example_rng):
+      labels = model_labels(model, label[None])
+      return loss_fn(model, variables, image[None], labels, example_rng)[1]
 
+    example_rngs = jax.random.split(batch_rng, batch["image"].shape[0])
+    metrics = jax.vmap(example_metrics)(batch["image"], batch["label"], example_rngs)
+    weights = batch["mask"].astype(jnp.float32)
+    sums = {name: jnp.sum(value * weights) for name, value in metrics.items()}
+    return sums, jnp.sum(weights)
+
+  sharding = parallel.batch_sharding(mesh)
   totals: Dict[str, float] = {}
-  count = 0
+  count = 0.0
   for index, batch in enumerate(batches):
-    size = len(batch["image"])
-    sharding = (parallel.batch_sharding(mesh) if size % mesh.size == 0
-                else parallel.replicated_sharding(mesh))
-    arrays = parallel.global_batch_from_full({"image": batch["image"], "label": batch["label"]},
-                                             sharding)
-    metrics = jax.device_get(batch_metrics(variables, arrays["image"], arrays["label"],
-                                           jax.random.fold_in(rng, index)))
-    for name, value in metrics.items():
-      totals[name] = totals.get(name, 0.0) + float(value) * size
-    count += size
+    local = {"image": batch["image"], "label": batch["label"],
+             "mask": batch.get("mask", np.ones(len(batch["label"]), bool))}
+    parallel.check_batch_size(len(local["label"]) * jax.process_count(), mesh)
+    sums, weight = jax.device_get(batch_sums(variables, parallel.global_batch_from_local(
+        local, sharding), jax.random.fold_in(rng, index)))
+    for name, value in sums.items():
+      totals[name] = totals.get(name, 0.0) + float(value)
+    count += float(weight)
   if count == 0:
     raise ValueError("evaluate: `batches` yielded no examples")
   return {name: total / count for name, total in totals.items()}
