@@ -1,0 +1,82 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxflow.bijectors import G_KERNEL_SIZES, BiParallelLinear
+
+from .checker import check_bijector, init_perturbed, one_hot_cond, spatial_cond, unit_inputs
+
+CONDS = {"none": None, "one_hot": one_hot_cond(), "spatial": spatial_cond()}
+
+
+@pytest.mark.parametrize("cond_kind", sorted(CONDS))
+@pytest.mark.parametrize("g_variant", sorted(G_KERNEL_SIZES))
+def test_bi_parallel_linear_is_a_bijector(cond_kind, g_variant):
+  cond = CONDS[cond_kind]
+  check_bijector(BiParallelLinear(width=16, g_variant=g_variant), unit_inputs(), cond,
+                 cond_matters=None if cond is None else True)
+
+
+@pytest.mark.parametrize("num_parts, channels", [(3, 8), (4, 8), (3, 5), (2, 7)])
+def test_any_part_count_and_uneven_channels(num_parts, channels):
+  check_bijector(BiParallelLinear(num_parts=num_parts, width=8), unit_inputs((2, 4, 4, channels)),
+                 one_hot_cond(), cond_matters=True)
+
+
+def test_g_variants_have_the_ablation_kernels():
+  for g_variant, kernels in (("3x3", (3, 3, 3)), ("3x3-1x1", (3, 1, 3))):
+    variables = jax.eval_shape(BiParallelLinear(width=4, g_variant=g_variant).init,
+                               jax.random.key(0), unit_inputs())
+    g_1 = variables["params"]["g_1"]
+    found = (g_1["Conv_0"]["kernel"].shape[0], g_1["Conv_1"]["kernel"].shape[0],
+             g_1["ZeroConv_0"]["Conv_0"]["kernel"].shape[0])
+    assert found == kernels
+
+
+def test_part_k_depends_only_on_part_k_minus_1():
+  x = unit_inputs((2, 4, 4, 9))
+  bijector = BiParallelLinear(num_parts=3, width=8)
+  variables = init_perturbed(bijector, x)
+  forward = jax.jit(bijector.apply)
+  y, _ = forward(variables, x)
+  # Changing part 2 (channels 3..5) leaves part 1 alone and changes parts 2 and 3.
+  y_changed, _ = forward(variables, x.at[..., 3:6].add(1.0))
+  np.testing.assert_array_equal(y_changed[..., :3], y[..., :3])
+  assert not np.allclose(y_changed[..., 3:6], y[..., 3:6])
+  assert not np.allclose(y_changed[..., 6:], y[..., 6:])
+  # Changing part 3 changes only part 3: nothing reads the last part.
+  y_changed, _ = forward(variables, x.at[..., 6:].add(1.0))
+  np.testing.assert_array_equal(y_changed[..., :6], y[..., :6])
+
+
+def test_log_scale_is_bounded():
+  x = unit_inputs()
+  bijector = BiParallelLinear(width=8, log_scale_bound=0.5)
+  variables = jax.jit(bijector.init)(jax.random.key(0), x)
+  huge = jax.tree.map(lambda p: p + 50.0, variables)
+  _, log_det = jax.jit(bijector.apply)(huge, x)
+  assert np.all(np.abs(log_det) <= 0.5 * x[0].size + 1e-3)
+
+
+def test_identity_at_init():
+  x = unit_inputs()
+  bijector = BiParallelLinear(width=8)
+  y, log_det = jax.jit(bijector.apply)(jax.jit(bijector.init)(jax.random.key(0), x), x)
+  np.testing.assert_array_equal(y, x)
+  np.testing.assert_array_equal(log_det, 0.0)
+
+
+@pytest.mark.parametrize("kwargs, channels, message", [
+    ({"num_parts": 1}, 8, "num_parts >= 2"),
+    ({"num_parts": 4}, 3, "at least 4 channels"),
+    ({"g_variant": "1x1"}, 8, "g_variant"),
+])
+def test_bad_configuration_is_a_clear_error(kwargs, channels, message):
+  with pytest.raises(ValueError, match=message):
+    BiParallelLinear(width=4, **kwargs).init(jax.random.key(0), unit_inputs((1, 4, 4, channels)))
+
+
+def test_bfloat16_compute_keeps_float32_log_det():
+  check_bijector(BiParallelLinear(width=16, dtype=jnp.bfloat16), unit_inputs(), one_hot_cond(),
+                 cond_matters=True, round_trip_atol=1e-2)
