@@ -35,8 +35,10 @@ def perturb_params(variables, seed, scale=0.1):
   """Adds scale * N(0, 1) to every param, so zero-initialised layers stop being the identity."""
   # Host-side noise: drawing it with jax.random would cost a slow XLA compile per test.
   rng = np.random.default_rng(seed)
-  noisy = jax.tree.map(lambda p: np.asarray(p) + scale * rng.standard_normal(p.shape).astype(p.dtype),
-                       variables["params"])
+  def perturb(param):
+    return np.asarray(param) + scale * rng.standard_normal(param.shape).astype(param.dtype)
+
+  noisy = jax.tree.map(perturb, variables.get("params", {}))
   return {**variables, "params": noisy}
 
 
