@@ -100,7 +100,7 @@ def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names)
     _check_split(name, split, ("train", "test"))
     dataset, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
                               with_info=True, shuffle_files=False)
-    return _standardize(dataset), _info_from_tfds(name, info)
+    return _standardize(dataset), _info_from_tfds(name, info, class_names)
 
   return load_dataset
 
@@ -138,9 +138,9 @@ def _standardize(dataset: tf.data.Dataset) -> tf.data.Dataset:
   return dataset.map(standard, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _info_from_tfds(name: str, info: tfds.core.DatasetInfo) -> DatasetInfo:
+def _info_from_tfds(name: str, info: tfds.core.DatasetInfo, class_names=None) -> DatasetInfo:
   return DatasetInfo(
-      name=name, class_names=tuple(info.features["label"].names),
+      name=name, class_names=tuple(class_names or info.features["label"].names),
       image_shape=tuple(info.features["image"].shape),
       num_examples={split: info.splits[split].num_examples for split in info.splits})
 

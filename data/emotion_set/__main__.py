@@ -2,6 +2,7 @@
 
 import argparse
 
+from data.emotion_set import assemble
 from data.emotion_set import builder
 
 
@@ -20,9 +21,13 @@ def main(argv=None) -> None:
                       help="leave bad input out (listed in the metadata) instead of failing")
   parser.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
   args = parser.parse_args(argv)
-  for built in builder.build(args.manual_dir, args.data_dir, args.config or ["48", "64"],
-                             skip_bad_records=args.skip_bad_records, overwrite=args.overwrite):
-    print(f"{built.name}/{built.builder_config.name}: {built.data_dir}")
+  try:
+    built = builder.build(args.manual_dir, args.data_dir, args.config or ["48", "64"],
+                          skip_bad_records=args.skip_bad_records, overwrite=args.overwrite)
+  except (assemble.BadInputError, FileNotFoundError) as error:
+    raise SystemExit(f"EmotionSet not built: {error}") from error
+  for dataset in built:
+    print(f"{dataset.name}/{dataset.builder_config.name}: {dataset.data_dir}")
 
 
 if __name__ == "__main__":

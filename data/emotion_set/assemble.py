@@ -129,7 +129,7 @@ def assign_subject_splits(subjects: Iterable[str]) -> dict[str, str]:
 
 def held_out_sizes(num_subjects: int) -> tuple[int, int]:
   """Subjects held out for (validation, test): test as soon as there are 2, validation at 3."""
-  tenth = max(1, round(num_subjects * HELD_OUT_FRACTION))
+  tenth = max(1, int(num_subjects * HELD_OUT_FRACTION + 0.5))  # rounded half up
   return (tenth if num_subjects >= 3 else 0), (tenth if num_subjects >= 2 else 0)
 
 

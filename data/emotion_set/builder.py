@@ -13,6 +13,7 @@ interrupted build leaves nothing that loads.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -116,6 +117,8 @@ def build(manual_dir: str, data_dir: str | None = None, configs=("48", "64"), *,
 
   An already built config is kept unless `overwrite`.
   """
+  if not os.path.isdir(manual_dir):
+    raise FileNotFoundError(f"manual_dir {manual_dir} is not a directory")
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   builders = []
