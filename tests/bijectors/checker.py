@@ -10,8 +10,6 @@ import numpy as np
 
 ROUND_TRIP_ATOL = 1e-4
 LOG_DET_ATOL = 1e-3
-
-
 SHAPE = (2, 4, 4, 8)
 N_CLASSES = 3
 
@@ -35,6 +33,7 @@ def perturb_params(variables, seed, scale=0.1):
   """Adds scale * N(0, 1) to every param, so zero-initialised layers stop being the identity."""
   # Host-side noise: drawing it with jax.random would cost a slow XLA compile per test.
   rng = np.random.default_rng(seed)
+
   def perturb(param):
     return np.asarray(param) + scale * rng.standard_normal(param.shape).astype(param.dtype)
 
