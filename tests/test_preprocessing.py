@@ -49,8 +49,8 @@ def test_energy_keeps_the_fewest_values_reaching_the_fraction():
   v, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 3)))
   channel = (u * np.array([3.0, 2.0, 1.0])) @ v.T
   images = channel[None, :, :, None].astype(np.float32)
-  for energy, expected_rank in [(0.5, 1), (9 / 14 - 1e-4, 1), (9 / 14 + 1e-4, 2), (13 / 14 - 1e-4, 2),
-                                (0.95, 3)]:
+  cases = [(0.5, 1), (9 / 14 - 1e-4, 1), (9 / 14 + 1e-4, 2), (13 / 14 - 1e-4, 2), (0.95, 3)]
+  for energy, expected_rank in cases:
     truncated = svd_truncate(images, energy=energy)
     assert _channel_ranks(truncated)[0, 0] == expected_rank, energy
 

@@ -1,4 +1,4 @@
-"""Glow's affine coupling: half of the channels, scaled and shifted by a function of the other half."""
+"""Glow's affine coupling: half the channels scaled and shifted by a function of the other half."""
 
 from __future__ import annotations
 
