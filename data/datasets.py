@@ -30,7 +30,7 @@ from data import offline
 from data.emotion_set import builder as emotion_set_builder
 from data.tf_cpu import tf
 
-MNIST_CLASSES = tuple(str(digit) for digit in range(10))
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
 DIGITS_TEST_FRACTION = 0.2
@@ -86,7 +86,7 @@ def digits_splits() -> offline.Splits:
 
 
 def _load_digits(*, name, split, **_) -> Loaded:
-  return _from_arrays(name, MNIST_CLASSES, digits_splits(), split)
+  return _from_arrays(name, DIGIT_CLASSES, digits_splits(), split)
 
 
 def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names):
@@ -95,9 +95,9 @@ def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names)
   def load_dataset(*, name, split, data_dir, download=True, **_) -> Loaded:
     if not isinstance(download, bool):
       raise TypeError(f"download must be True or False, not {download!r}")
+    _check_split(name, split, ("train", "test"))
     if data_dir is not None and has_archive(data_dir):
       return _from_arrays(name, class_names, read_archive(data_dir), split)
-    _check_split(name, split, ("train", "test"))
     dataset, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
                               with_info=True, shuffle_files=False)
     return _standardize(dataset), _info_from_tfds(name, info, class_names)
@@ -153,7 +153,7 @@ def _check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
 
 _LOADERS = {
     "digits": (_load_digits, ()),
-    "mnist": (_archive_or_tfds(offline.has_mnist, offline.read_mnist, MNIST_CLASSES),
+    "mnist": (_archive_or_tfds(offline.has_mnist, offline.read_mnist, DIGIT_CLASSES),
               ("download",)),
     "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES),
                 ("download",)),

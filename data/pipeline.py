@@ -85,16 +85,17 @@ class TrainIterator:
                sharding: jax.sharding.Sharding, seed: int, process_index: Optional[int] = None,
                process_count: Optional[int] = None):
     process_index, process_count = _process(process_index, process_count)
-    if not (isinstance(global_batch_size, int) and global_batch_size > 0
+    if not (_is_integer(global_batch_size) and global_batch_size > 0
             and global_batch_size % process_count == 0):
       raise ValueError(f"global_batch_size must be a positive multiple of the {process_count} "
                        f"process(es), got {global_batch_size!r}")
-    if not (isinstance(seed, int) and 0 <= seed <= _MAX_SEED):
+    if not (_is_integer(seed) and 0 <= seed <= _MAX_SEED):
       raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     self._sharding = sharding
-    self._config = {"seed": seed, "global_batch_size": global_batch_size,
+    self._config = {"seed": int(seed), "global_batch_size": int(global_batch_size),
                     "process_count": process_count}
     self._process_index = process_index
+    self._per_process_batch = int(global_batch_size) // process_count
     self._examples = read_shard(dataset, process_index=process_index,
                                 process_count=process_count)
     self._restart(0)
@@ -107,9 +108,8 @@ class TrainIterator:
   def _restart(self, step: int) -> None:
     self._step = step
     self._batches = host_batches(
-        self._examples, batch_size=self._config["global_batch_size"] // self._config[
-            "process_count"], seed=self._config["seed"], stream=self._process_index,
-        start_step=step).as_numpy_iterator()
+        self._examples, batch_size=self._per_process_batch, seed=self._config["seed"],
+        stream=self._process_index, start_step=step).as_numpy_iterator()
 
   def __iter__(self) -> "TrainIterator":
     return self
@@ -132,9 +132,9 @@ class TrainIterator:
         raise ValueError(f"state[{key!r}] is {state.get(key)!r} but this iterator has "
                          f"{value!r}; the saved data order cannot be continued")
     step = state.get("step")
-    if not (isinstance(step, int) and step >= 0):
+    if not (_is_integer(step) and step >= 0):
       raise ValueError(f"state['step'] must be a non-negative integer, got {step!r}")
-    self._restart(step)
+    self._restart(int(step))
 
 
 def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
@@ -148,7 +148,7 @@ def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
   evaluation steps stay in lockstep.
   """
   process_index, process_count = _process(process_index, process_count)
-  if not (isinstance(batch_size, int) and batch_size > 0):
+  if not (_is_integer(batch_size) and batch_size > 0):
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
   _check_elements(dataset)
   image_shape = tuple(dataset.element_spec["image"].shape)
@@ -169,6 +169,10 @@ def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
       if "subject" in batch:
         padded["subject"][:size] = [subject.decode() for subject in batch["subject"]]
     yield padded
+
+
+def _is_integer(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _process(process_index: Optional[int], process_count: Optional[int]) -> tuple[int, int]:

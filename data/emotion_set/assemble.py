@@ -82,21 +82,22 @@ def find_sources(manual_dir: pathlib.Path) -> dict[str, Callable[[], records.Ite
 
 def assemble(manual_dir: Union[str, pathlib.Path], side: int) -> Assembly:
   """Reads every source under `manual_dir` into `side` x `side` grayscale examples."""
-  found, problems = [], []
-  for read in find_sources(pathlib.Path(manual_dir)).values():
-    for item in read():
-      outcome = item if isinstance(item, records.Problem) else face_image(item, side)
-      if isinstance(outcome, records.Problem):
-        problems.append(outcome)
-      else:
-        found.append((item, outcome))
+  items = [item for read in find_sources(pathlib.Path(manual_dir)).values() for item in read()]
+  problems = [item for item in items if isinstance(item, records.Problem)]
+  found = [item for item in items if isinstance(item, records.Record)]
+  # Drawn before any face is looked for, so that a failed detection moves no subject.
   split_of_subject = assign_subject_splits(
-      record.subject for record, _ in found if record.split is None)
-  examples = [
-      Example(key=record.key, split=record.split or split_of_subject[record.subject],
-              image=image[:, :, np.newaxis], label=record.label, subject=record.subject,
-              source=record.source)
-      for record, image in found]
+      record.subject for record in found if record.split is None)
+  examples = []
+  for record in found:
+    image = face_image(record, side)
+    if isinstance(image, records.Problem):
+      problems.append(image)
+    else:
+      examples.append(Example(
+          key=record.key, split=record.split or split_of_subject[record.subject],
+          image=image[:, :, np.newaxis], label=record.label, subject=record.subject,
+          source=record.source))
   return Assembly(examples, problems)
 
 

@@ -56,7 +56,8 @@ class Record:
     label: one of `CLASS_NAMES`.
     subject: "<source>/<person id>", or "" where the source does not identify people.
     source: the dataset the record comes from.
-    path: the file it comes from (for reports); `line` narrows it down where it helps.
+    path: the file it comes from (for reports); `line` narrows it down where it helps: the
+      line of a CSV or label file, the frame of a video.
     image: decoded grayscale pixels (H, W) uint8, or None to read `path`.
     split: the source's own split, or None to assign one by subject.
     is_face_crop: True when the image is already a face crop (no detection needed).

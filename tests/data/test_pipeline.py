@@ -131,6 +131,13 @@ class TestResume:
                                           start_step=10**12).as_numpy_iterator())
     np.testing.assert_array_equal(np.asarray(batch["label"]), expected["label"])
 
+  def test_the_state_is_plain_json_even_from_numpy_settings(self):
+    iterator = pipeline.TrainIterator(numbered(17), global_batch_size=np.int64(6),
+                                      sharding=sharding(), seed=np.uint32(11))
+    next(iterator)
+    assert json.dumps(iterator.get_state()) == (
+        '{"step": 1, "seed": 11, "global_batch_size": 6, "process_count": 1}')
+
   @pytest.mark.parametrize("change,message", [
       ({"seed": 12}, "state.'seed'. is 12 but this iterator has 11"),
       ({"global_batch_size": 12}, "state.'global_batch_size'. is 12"),
