@@ -73,6 +73,18 @@ def model_labels(model: nn.Module, labels: Optional[Array]) -> Optional[Array]:
   return labels if num_classes(model) else None
 
 
+def check_model_matches_data(model: nn.Module, image_shape: Sequence[int],
+                             class_names: Sequence[str], dataset: str) -> None:
+  """Fails with the config fields to change when `model` cannot train on `dataset`."""
+  model_shape = tuple(getattr(model, "image_shape", image_shape))
+  if model_shape != tuple(image_shape):
+    raise ValueError(f"config.model.image_shape={model_shape}, but {dataset} has images of shape "
+                     f"{tuple(image_shape)}")
+  if num_classes(model) and num_classes(model) != len(class_names):
+    raise ValueError(f"config.model.num_classes={num_classes(model)}, but {dataset} has "
+                     f"{len(class_names)} classes")
+
+
 def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
                            num_steps: int) -> optax.Schedule:
   """Linear warm-up from 0 to `learning_rate`, then constant or cosine decay to 0 at `num_steps`."""
@@ -130,6 +142,11 @@ def _select(condition: Array, if_true: Any, if_false: Any) -> Any:
   return jax.tree.map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)
 
 
+def ema_decay_at(step: Array, ema_decay: float) -> Array:
+  """`ema_decay`, lowered early in training so the average soon forgets the initial parameters."""
+  return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                optimizer: optax.GradientTransformation, loss_fn: LossFn, rng: Array,
                ema_decay: float) -> Tuple[TrainState, Dict[str, Array]]:
@@ -148,7 +165,8 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   params = optax.apply_updates(state.params, updates)
   ema_params = state.ema_params
   if ema_params is not None:
-    ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
+    ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay_at(state.step,
+                                                                                  ema_decay))
   params, opt_state, ema_params = _select(finite, (params, opt_state, ema_params),
                                           (state.params, state.opt_state, state.ema_params))
   skipped = jnp.logical_not(finite).astype(jnp.int32)

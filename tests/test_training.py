@@ -200,9 +200,13 @@ def test_non_finite_batch_skips_the_update_and_is_counted():
 def test_ema_follows_the_parameters():
   config = toy_config(ema_decay=0.5)
   model, optimizer, batch, state = _fresh_state(config)
-  new_state, _ = _step(config, model, optimizer, state, batch)
-  expected = jax.tree.map(lambda old, new: 0.5 * old + 0.5 * new, state.params, new_state.params)
-  jax.tree.map(np.testing.assert_allclose, new_state.ema_params, expected)
+  for step, decay in [(0, 0.1), (20, 0.5)]:  # 0.1 = (1 + 0) / (10 + 0): early steps forget faster.
+    state = state.replace(step=jnp.int32(step))
+    new_state, _ = _step(config, model, optimizer, state, batch)
+    expected = jax.tree.map(lambda old, new: decay * old + (1 - decay) * new, state.ema_params,
+                            new_state.params)
+    jax.tree.map(np.testing.assert_allclose, new_state.ema_params, expected)
+    state = new_state
   assert new_state.variables(use_ema=True)["params"] is new_state.ema_params
 
 

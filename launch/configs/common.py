@@ -1,0 +1,30 @@
+"""Settings shared by every training config; each config file overrides what differs."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.dataset = "digits"  # A name for data.datasets.load: digits, mnist, cifar10, emotion_set/64.
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # Where the dataset's files are.
+  config.eval_split = "test"
+  config.seed = 0
+  config.n_bits = 8  # Bits per pixel that the model sees; bits/dim are measured at this depth.
+  config.batch_size = 64  # Global: split over all devices of all processes.
+  config.eval_batch_size = 256  # Per process.
+  config.num_steps = 100_000
+  config.class_loss_weight = 0.3  # Classifier only: L_cond + weight * L_class.
+  config.ema_decay = 0.0  # Polyak averaging of the parameters for sampling and evaluation; 0: off.
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adamax", learning_rate=1e-3, warmup_steps=1000, schedule="constant",
+      grad_clip_norm=50.0, b1=0.9, b2=0.999, eps=1e-8))
+  config.log_every = 100
+  config.checkpoint_every = 1000
+  config.keep_checkpoints = 3
+  config.sample_every = 5000
+  config.samples_per_class = 8
+  config.sample_temperature = 0.7
+  config.eval_every = 0  # 0: evaluate only at the end.
+  config.max_consecutive_nonfinite = 20
+  config.model = ml_collections.ConfigDict()  # flaxflow.models.create's config: name + arguments.
+  return config
