@@ -1,0 +1,28 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxflow import objectives
+
+
+@pytest.mark.parametrize("n_bits", [8, 5])
+def test_dequantize_stays_in_its_bin_and_postprocess_inverts_it(n_bits):
+  images = jnp.arange(256, dtype=jnp.uint8).reshape(1, 16, 16, 1)
+  x = objectives.dequantize(jax.random.PRNGKey(0), images, n_bits)
+  assert x.dtype == jnp.float32 and float(x.min()) >= -0.5 and float(x.max()) < 0.5
+  expected = (np.asarray(images) >> (8 - n_bits)) << (8 - n_bits)
+  np.testing.assert_array_equal(objectives.postprocess(x, n_bits), expected)
+  centres = objectives.dequantize(None, images, n_bits)
+  np.testing.assert_allclose(centres * 2 ** n_bits % 1, 0.5, atol=1e-4)
+
+
+def test_bits_per_dim_of_a_uniform_density_is_n_bits():
+  # The uniform density on [-0.5, 0.5)^D has log p = 0, so each dimension costs exactly n_bits.
+  np.testing.assert_allclose(objectives.bits_per_dim(jnp.zeros(2), 12, 8), [8.0, 8.0])
+  np.testing.assert_allclose(objectives.bits_per_dim(jnp.zeros(1), 12, 5), [5.0])
+
+
+def test_bad_n_bits_is_rejected():
+  with pytest.raises(ValueError, match="n_bits=9"):
+    objectives.dequantize(None, jnp.zeros((1, 2, 2, 1), jnp.uint8), 9)
