@@ -1,0 +1,149 @@
+"""Tests of `python -m launch.train` and of every config in launch/configs/."""
+
+import glob
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from flaxflow import models
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(REPO_ROOT, "launch", "configs")
+CONFIG_FILES = sorted(path for path in glob.glob(os.path.join(CONFIG_DIR, "*.py"))
+                      if os.path.basename(path) not in ("__init__.py", "common.py"))
+# The default config shrunk to seconds: one step per level, narrow nets, small batches.
+TINY = ["--accelerator=cpu", "--config.batch_size=16", "--config.model.steps_per_level=1",
+        "--config.model.width=8", "--config.log_every=1", "--config.eval_batch_size=120",
+        "--config.samples_per_class=3"]
+
+
+def load_config(path, argument=None):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config() if argument is None else module.get_config(argument)
+
+
+def launch(workdir, *flags):
+  """Starts a run whose output goes to a file next to its workdir (a pipe could fill and stall it)."""
+  log = open(f"{workdir}.log", "a")
+  process = subprocess.Popen([sys.executable, "-m", "launch.train", f"--workdir={workdir}", *flags],
+                             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+  log.close()
+  return process
+
+
+def output(workdir):
+  with open(f"{workdir}.log") as log:
+    return log.read()
+
+
+def finish(process, workdir, timeout=300):
+  process.wait(timeout=timeout)
+  assert process.returncode == 0, output(workdir)[-3000:]
+  return output(workdir)
+
+
+def checkpoint_steps(workdir):
+  """Complete checkpoints only: Orbax gives a step its plain number once the save is committed."""
+  directory = os.path.join(workdir, "checkpoints")
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(name) for name in names if name.isdigit())
+
+
+def wait_for(condition, process, workdir, timeout=300):
+  deadline = time.monotonic() + timeout
+  while not condition():
+    assert process.poll() is None and time.monotonic() < deadline, output(workdir)[-3000:]
+    time.sleep(0.01)
+
+
+def final_metrics(workdir):
+  with open(os.path.join(workdir, "final_metrics.json")) as file:
+    return json.load(file)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_every_config_builds_its_model(path):
+  config = load_config(path)
+  assert config.dataset and config.num_steps > 0
+  model = models.create(config.model)
+  images = jnp.zeros((2, *config.model.image_shape))
+  labels = jnp.zeros(2, jnp.int32) if config.model.num_classes else None
+  variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, images, labels,
+                                                method="log_prob"))
+  assert jax.tree.leaves(variables["params"])
+
+
+def test_emotion_set_config_takes_the_image_size():
+  path = os.path.join(CONFIG_DIR, "emotion_set_bplf.py")
+  config = load_config(path, "48")
+  assert config.dataset == "emotion_set/48" and tuple(config.model.image_shape) == (48, 48, 1)
+  with pytest.raises(ValueError, match="emotion_set_bplf.py:32"):
+    load_config(path, "32")
+
+
+def test_missing_accelerator_is_a_clear_error(tmp_path):
+  process = launch(tmp_path / "run", "--accelerator=tpu")
+  process.wait(timeout=300)
+  assert process.returncode != 0
+  assert "--accelerator=tpu: JAX found no tpu devices" in output(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_tiny_run_leaves_checkpoints_metrics_samples_and_test_bits_per_dim(tmp_path):
+  workdir = tmp_path / "run"
+  finish(launch(workdir, *TINY, "--config.num_steps=8", "--config.checkpoint_every=4",
+                "--config.sample_every=4"), workdir)
+  assert checkpoint_steps(workdir) == [4, 8]
+  final = final_metrics(workdir)
+  assert final["step"] == 8 and 0 < final["eval"]["bits_per_dim"] < 100
+  assert json.loads((workdir / "config.json").read_text())["dataset"] == "digits"
+  assert sorted(os.listdir(workdir / "samples")) == ["step_0000004.png", "step_0000008.png"]
+  with Image.open(workdir / "samples" / "step_0000008.png") as grid:
+    assert grid.size[1] > grid.size[0] * 2  # 10 rows (digits) of 3 samples, labels at the left.
+  assert glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
+  flags = [*TINY, "--config.num_steps=60", "--config.checkpoint_every=10",
+           "--config.model.width=16"]
+  reference_dir, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+  finish(launch(reference_dir, *flags), reference_dir)
+  process = launch(interrupted, *flags)
+  wait_for(lambda: checkpoint_steps(interrupted), process, interrupted)
+  process.send_signal(signal.SIGKILL)
+  process.wait(timeout=60)
+  killed_at = checkpoint_steps(interrupted)[-1]
+  assert killed_at < 60 and not (interrupted / "final_metrics.json").exists()
+
+  log = finish(launch(interrupted, *flags), interrupted)
+  assert f"resumed from the checkpoint of step {killed_at}" in log
+  resumed, reference = final_metrics(interrupted), final_metrics(reference_dir)
+  for metrics in (resumed, reference):
+    del metrics["train"]["images_per_second"]
+  assert resumed == reference
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+  workdir = tmp_path / "run"
+  process = launch(workdir, *TINY, "--config.num_steps=100000", "--config.checkpoint_every=1000")
+  wait_for(lambda: "step 3/100000" in output(workdir), process, workdir)
+  process.send_signal(signal.SIGTERM)
+  log = finish(process, workdir, timeout=120)
+  assert "stop requested: saved the checkpoint of step" in log
+  steps = checkpoint_steps(workdir)
+  assert len(steps) == 1 and 3 <= steps[0] < 1000
+  assert not (workdir / "final_metrics.json").exists()
