@@ -1,38 +1,25 @@
 """Tests of flaxflow.training: optimizer, train step, non-finite skipping, EMA, evaluation, the loop."""
 
+import functools
 import json
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from flaxflow import checkpointing, parallel, training
+from flaxflow import checkpointing, models, objectives, parallel, training
 
 
-class ToyFlow(nn.Module):
-  """x = mean_y + exp(log_scale) * z with a learned per-class mean: a flow one can reason about."""
-  num_classes: int = 3
-  image_shape: tuple = (4, 4, 1)
-
-  def setup(self):
-    self.class_means = self.param("class_means", nn.initializers.zeros, (self.num_classes,))
-    self.log_scale = self.param("log_scale", nn.initializers.zeros, ())
-    self.offset = self.variable("constants", "offset", lambda: jnp.float32(0.25)).value
-
-  def log_prob(self, x, labels=None):
-    mean = self.class_means[labels][:, None, None, None] + self.offset
-    z = (x - mean) * jnp.exp(-self.log_scale)
-    log_density = -0.5 * z ** 2 - 0.5 * jnp.log(2 * jnp.pi) - self.log_scale
-    return jnp.sum(log_density.reshape(x.shape[0], -1), axis=-1)
-
-  def sample(self, rng, num_samples, labels=None, temperature=1.0):
-    z = temperature * jax.random.normal(rng, (num_samples, *self.image_shape))
-    mean = self.class_means[labels][:, None, None, None] + self.offset
-    return jnp.clip(mean + jnp.exp(self.log_scale) * z, -0.5, 0.49)
+def tiny_model(name="bplf"):
+  """The smallest real model of each kind on 4x4 grayscale images of 3 classes."""
+  fields = dict(name=name, image_shape=(4, 4, 1), num_classes=3, levels=1, steps_per_level=1,
+                width=4)
+  if name == "classifier":
+    fields.update(conditional_steps=1, conditional_width=4)
+  return models.create(ml_collections.ConfigDict(fields))
 
 
 def toy_dataset(num_examples=96, num_classes=3, seed=0):
@@ -84,7 +71,7 @@ class RecordingWriter:
 
 def toy_config(**overrides):
   config = ml_collections.ConfigDict(dict(
-      seed=0, n_bits=8, batch_size=16, num_steps=12, class_loss_weight=0.0, ema_decay=0.0,
+      seed=0, n_bits=8, batch_size=16, num_steps=12, class_loss_weight=0.3, ema_decay=0.0,
       optimizer=dict(name="adam", learning_rate=0.05, warmup_steps=2, schedule="constant",
                      grad_clip_norm=10.0, b1=0.9, b2=0.999, eps=1e-8),
       log_every=1, checkpoint_every=4, keep_checkpoints=3, sample_every=0, samples_per_class=2,
@@ -93,7 +80,7 @@ def toy_config(**overrides):
   return config
 
 
-def run_toy(workdir, config, images=None, labels=None):
+def run_toy(workdir, config, images=None, labels=None, model_name="bplf"):
   if images is None:
     images, labels = toy_dataset()
   mesh = parallel.make_mesh()
@@ -103,7 +90,7 @@ def run_toy(workdir, config, images=None, labels=None):
   eval_images, eval_labels = toy_dataset(num_examples=32, seed=1)
   eval_batches = lambda: ({"image": eval_images[i:i + 16], "label": eval_labels[i:i + 16]}
                           for i in (0, 16))
-  result = training.train(config, model=ToyFlow(), train_iterator=iterator, workdir=str(workdir),
+  result = training.train(config, model=tiny_model(model_name), train_iterator=iterator, workdir=str(workdir),
                           writer=writer, class_names=["a", "b", "c"], eval_batches=eval_batches,
                           mesh=mesh)
   return result, writer
@@ -143,33 +130,43 @@ def test_gradient_clipping_bounds_the_first_adamax_step():
   np.testing.assert_allclose(updates["w"], [-0.1, 0.1, 0.0], atol=1e-6)
 
 
-def _fresh_state(config, model=None):
-  model = model or ToyFlow()
+def _fresh_state(config, model_name="bplf"):
+  model = tiny_model(model_name)
   images, labels = toy_dataset(num_examples=config.batch_size)
   optimizer = training.make_optimizer(config.optimizer, config.num_steps)
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
-  state = training.create_train_state(model, optimizer, batch, jax.random.PRNGKey(0),
-                                      n_bits=config.n_bits, use_ema=config.ema_decay > 0)
-  return model, optimizer, batch, state
+  init = jax.jit(functools.partial(training.create_train_state, model, optimizer,
+                                   n_bits=config.n_bits, use_ema=config.ema_decay > 0))
+  return model, optimizer, batch, init(batch, jax.random.PRNGKey(0))
 
 
-def _step(config, model, optimizer, state, batch):
-  return training.train_step(state, batch, model=model, optimizer=optimizer,
-                             loss_fn=training.make_loss_fn(config), rng=jax.random.PRNGKey(1),
-                             ema_decay=config.ema_decay)
+def _step_fn(config, model, optimizer, loss_fn=None):
+  return jax.jit(functools.partial(training.train_step, model=model, optimizer=optimizer,
+                                   loss_fn=loss_fn or training.make_loss_fn(config),
+                                   rng=jax.random.PRNGKey(1), ema_decay=config.ema_decay))
+
+
+def nan_loss(model, variables, images, labels, rng):
+  """The usual loss times NaN: a batch whose loss and gradient are not finite."""
+  loss, metrics = objectives.loss_and_metrics(model, variables, images, labels, rng)
+  return loss * jnp.nan, metrics
 
 
 def test_train_state_keeps_constants_out_of_the_optimizer():
-  _, _, _, state = _fresh_state(toy_config())
-  assert set(state.params) == {"class_means", "log_scale"}
-  assert state.fixed_variables == {"constants": {"offset": 0.25}}
-  assert state.ema_params is None
+  config = toy_config()
+  model, optimizer, batch, state = _fresh_state(config)
+  assert set(state.fixed_variables) == {"constants"} and state.ema_params is None
+  params_leaves = {id(leaf) for leaf in jax.tree.leaves(state.params)}
+  assert not params_leaves & {id(leaf) for leaf in jax.tree.leaves(state.fixed_variables)}
+  new_state, _ = _step_fn(config, model, optimizer)(state, batch)
+  jax.tree.map(np.testing.assert_array_equal, new_state.fixed_variables, state.fixed_variables)
+  assert jax.tree.structure(new_state.opt_state) == jax.tree.structure(state.opt_state)
 
 
 def test_train_step_lowers_the_loss_and_counts_steps():
   config = toy_config()
   model, optimizer, batch, state = _fresh_state(config)
-  step = jax.jit(lambda state, batch: _step(config, model, optimizer, state, batch))
+  step = _step_fn(config, model, optimizer)
   losses = []
   for _ in range(20):
     state, metrics = step(state, batch)
@@ -181,38 +178,41 @@ def test_train_step_lowers_the_loss_and_counts_steps():
 def test_non_finite_batch_skips_the_update_and_is_counted():
   config = toy_config(ema_decay=0.9)
   model, optimizer, batch, state = _fresh_state(config)
-  state, _ = _step(config, model, optimizer, state, batch)
-  poisoned = dict(state.fixed_variables, constants={"offset": jnp.float32(jnp.nan)})
-  poisoned_state = state.replace(fixed_variables=poisoned)
-  after, metrics = _step(config, model, optimizer, poisoned_state, batch)
-  assert int(metrics["skipped"]) == 1 and not np.isfinite(float(metrics["loss"]))
+  step, nan_step = _step_fn(config, model, optimizer), _step_fn(config, model, optimizer, nan_loss)
+  state, _ = step(state, batch)
+  after, metrics = nan_step(state, batch)
+  assert int(metrics["skipped"]) == 1
   assert int(after.step) == int(state.step) + 1
   assert int(after.skipped_updates) == 1 and int(after.consecutive_skipped) == 1
   for kept, original in [(after.params, state.params), (after.opt_state, state.opt_state),
                          (after.ema_params, state.ema_params)]:
     jax.tree.map(np.testing.assert_array_equal, kept, original)
-  recovered, metrics = _step(config, model, optimizer, after.replace(
-      fixed_variables=state.fixed_variables), batch)
+  twice, _ = nan_step(after, batch)
+  assert int(twice.consecutive_skipped) == 2
+  recovered, metrics = step(twice, batch)
   assert int(metrics["skipped"]) == 0 and int(recovered.consecutive_skipped) == 0
-  assert int(recovered.skipped_updates) == 1
+  assert int(recovered.skipped_updates) == 2
 
 
 def test_ema_follows_the_parameters():
   config = toy_config(ema_decay=0.5)
   model, optimizer, batch, state = _fresh_state(config)
+  train_step = _step_fn(config, model, optimizer)
   for step, decay in [(0, 0.1), (20, 0.5)]:  # 0.1 = (1 + 0) / (10 + 0): early steps forget faster.
     state = state.replace(step=jnp.int32(step))
-    new_state, _ = _step(config, model, optimizer, state, batch)
+    new_state, _ = train_step(state, batch)
     expected = jax.tree.map(lambda old, new: decay * old + (1 - decay) * new, state.ema_params,
                             new_state.params)
-    jax.tree.map(np.testing.assert_allclose, new_state.ema_params, expected)
+    jax.tree.map(lambda actual, wanted: np.testing.assert_allclose(actual, wanted, rtol=1e-6),
+                 new_state.ema_params, expected)
     state = new_state
   assert new_state.variables(use_ema=True)["params"] is new_state.ema_params
 
 
-def test_evaluate_averages_per_example_metrics_over_real_examples_only():
+@pytest.mark.parametrize("model_name", ["bplf", "classifier"])
+def test_evaluate_averages_per_example_metrics_over_real_examples_only(model_name):
   config = toy_config()
-  model, _, _, state = _fresh_state(config)
+  model, _, _, state = _fresh_state(config, model_name)
   images, labels = toy_dataset(num_examples=40, seed=3)
   mask = np.arange(40) < 37  # The last batch is padded, as data.pipeline.eval_batches pads it.
   loss_fn = training.make_loss_fn(config)
@@ -224,10 +224,14 @@ def test_evaluate_averages_per_example_metrics_over_real_examples_only():
   metrics = training.evaluate(model, variables, batches, loss_fn=loss_fn, mesh=mesh, rng=rng)
   example_rngs = np.concatenate([jax.random.split(jax.random.fold_in(rng, index), 20)
                                  for index in range(2)])
-  expected = np.mean([
-      float(loss_fn(model, variables, images[i:i + 1], labels[i:i + 1], example_rngs[i])[0])
-      for i in range(37)])
-  np.testing.assert_allclose(metrics["bits_per_dim"], expected, rtol=1e-5)
+  example_metrics = jax.jit(lambda image, label, key: loss_fn(model, variables, image, label,
+                                                               key)[1])
+  per_example = [example_metrics(images[i:i + 1], labels[i:i + 1], example_rngs[i])
+                 for i in range(37)]
+  assert set(metrics) == set(per_example[0])
+  for name in metrics:
+    np.testing.assert_allclose(metrics[name], np.mean([float(m[name]) for m in per_example]),
+                               rtol=1e-5)
   unmasked = [{"image": images[:20], "label": labels[:20]}]
   assert training.evaluate(model, variables, unmasked, loss_fn=loss_fn, mesh=mesh, rng=rng)
   with pytest.raises(ValueError, match="no examples"):
