@@ -60,6 +60,8 @@ def main(argv) -> None:
   config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
   logging.get_absl_handler().addFilter(_QuietCheckpointLogs())
   start_devices()
+  if not parallel.is_primary():
+    logging.set_verbosity(logging.WARNING)  # One progress log: process 0's.
   logging.info("%d process(es), %d device(s): %s", jax.process_count(),
                jax.device_count(), jax.devices()[0].device_kind)
   mesh = parallel.make_mesh()

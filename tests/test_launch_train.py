@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,9 +35,9 @@ def load_config(path, argument=None):
   return module.get_config() if argument is None else module.get_config(argument)
 
 
-def launch(workdir, *flags):
+def launch(workdir, *flags, log_name=None):
   """Starts a run whose output goes to a file next to its workdir (a pipe could fill and stall it)."""
-  log = open(f"{workdir}.log", "a")
+  log = open(log_name or f"{workdir}.log", "a")
   process = subprocess.Popen([sys.executable, "-m", "launch.train", f"--workdir={workdir}", *flags],
                              cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
   log.close()
@@ -147,3 +148,26 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
   steps = checkpoint_steps(workdir)
   assert len(steps) == 1 and 3 <= steps[0] < 1000
   assert not (workdir / "final_metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_train_together_and_only_process_0_writes(tmp_path):
+  with socket.socket() as sock:
+    sock.bind(("localhost", 0))
+    address = f"localhost:{sock.getsockname()[1]}"
+  workdir = tmp_path / "run"
+  processes = [launch(workdir, *TINY, "--config.num_steps=4", "--config.checkpoint_every=2",
+                      f"--coordinator_address={address}", "--num_processes=2",
+                      f"--process_id={index}", log_name=f"{workdir}.{index}.log")
+               for index in range(2)]
+  logs = []
+  for index, process in enumerate(processes):
+    process.wait(timeout=300)
+    with open(f"{workdir}.{index}.log") as log:
+      logs.append(log.read())
+    assert process.returncode == 0, logs[-1][-3000:]
+  assert "2 process(es), 2 device(s)" in logs[0] and "step 4/4" in logs[0]
+  assert "step 4/4" not in logs[1]
+  assert checkpoint_steps(workdir) == [2, 4]
+  assert final_metrics(workdir)["step"] == 4
+  assert len(glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))) == 1
