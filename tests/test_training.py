@@ -246,6 +246,7 @@ def test_sample_grid_has_one_row_per_class():
   assert grid.shape == (3, 5, 4, 4, 1) and grid.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_train_loop_writes_checkpoints_samples_metrics_and_resumes_where_it_stopped(tmp_path):
   config = toy_config(sample_every=6)
   result, writer = run_toy(tmp_path / "full", config)
