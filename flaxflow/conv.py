@@ -56,24 +56,38 @@ def _shift(x: Array, dh: int, dw: int) -> Array:
   return lax.pad(x, zero, ((0, 0, 0), (-dh, dh, 0), (-dw, dw, 0)) + no_pad)
 
 
+def _matmul(a: Array, b: Array, contract_b: int, precision: Any, accumulation: Any) -> Array:
+  """a (m, k) times b with b's axis ``contract_b`` of size k."""
+  return lax.dot_general(a, b, (((1,), (contract_b,)), ((), ())), precision=precision,
+                         preferred_element_type=accumulation)
+
+
 def _shifted_copies_conv(x: Array, kernel: Array, precision: Any, out_dtype: Any) -> Array:
-  """The SAME stride-1 convolution, shifting copies of the narrower of input and output."""
-  kh, kw, in_channels, out_channels = kernel.shape
+  """The SAME stride-1 convolution, shifting copies of the narrower of input and output.
+
+  Written for autodiff: the products are 2-D and the taps are joined by `concatenate` or
+  separated by `split`, each the other's transpose, so the backward pass is again one product
+  per operand and one concatenate or split (slicing per tap would transpose into one
+  zero-padded full-size tensor per tap).
+  """
+  batch, height, width, in_channels = x.shape
+  kh, kw, _, out_channels = kernel.shape
+  pixels = batch * height * width
   offsets = _tap_offsets(kh, kw)
   # Products accumulate in at least float32, as lax's convolution does for bfloat16.
   accumulation = jnp.promote_types(out_dtype, jnp.float32)
   if in_channels <= out_channels:
     patches = jnp.concatenate([_shift(x, dh, dw) for dh, dw in offsets], axis=-1)
-    out = lax.dot_general(patches, kernel.reshape(-1, out_channels), (((3,), (0,)), ((), ())),
-                          precision=precision, preferred_element_type=accumulation)
-    return out.astype(out_dtype)
+    out = _matmul(patches.reshape(pixels, -1), kernel.reshape(-1, out_channels), 0, precision,
+                  accumulation)
+    return out.reshape(batch, height, width, out_channels).astype(out_dtype)
   # The kernel as (taps * out_channels, in_channels) makes autodiff's kernel gradient a
   # (taps * out_channels, in_channels) product, the faster orientation on XLA:CPU.
   per_tap_kernel = kernel.transpose(0, 1, 3, 2).reshape(-1, in_channels)
-  per_tap_out = lax.dot_general(x, per_tap_kernel, (((3,), (1,)), ((), ())),
-                                precision=precision, preferred_element_type=accumulation)
-  per_tap_out = per_tap_out.reshape(x.shape[:3] + (kh * kw, out_channels))
-  out = sum(_shift(per_tap_out[..., tap, :], dh, dw) for tap, (dh, dw) in enumerate(offsets))
+  per_tap_out = _matmul(x.reshape(pixels, in_channels), per_tap_kernel, 1, precision,
+                        accumulation).reshape(batch, height, width, -1)
+  taps = jnp.split(per_tap_out, len(offsets), axis=-1)
+  out = sum(_shift(tap, dh, dw) for tap, (dh, dw) in zip(taps, offsets))
   return out.astype(out_dtype)
 
 

@@ -106,6 +106,8 @@ def benchmark_peer(levels: int = 3, steps: int = 8, width: int = 128,
       "cpu": platform.processor() or platform.machine(),
       "parameters": sum(p.numel() for p in model.parameters()),
       "step_seconds": step_seconds, "median_step_seconds": median,
+      # Other processes on the same cores slow torch's OpenMP threads a lot: judge noise by it.
+      "load_average_1min": os.getloadavg()[0],
       "images_per_second": batch_size / median,
   }
 
