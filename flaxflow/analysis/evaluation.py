@@ -1,0 +1,147 @@
+"""Bits/dim, log-likelihood, and recognition accuracy with a confusion matrix on a test split.
+
+Log-likelihoods are of the discrete n-bit images: the dequantised density minus D log(2**n_bits)
+(a lower bound, `flaxflow.objectives`), in nats per image. A class-conditional model is also a
+classifier by Bayes' rule, argmax_y log p(x | y) + log p(y): the conditional-Glow classifier with
+its learned p(y), the class-conditional Glow and BPLF with a uniform p(y).
+"""
+
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxflow import objectives, training
+from flaxflow.analysis import batches as batches_lib
+
+Array = jax.Array
+
+
+def is_class_conditional(model: nn.Module) -> bool:
+  return training.num_classes(model) > 0
+
+
+def has_svd(model: nn.Module) -> bool:
+  return getattr(model, "svd_rank", None) is not None
+
+
+def class_log_joint(model: nn.Module, variables: Any, x: Array) -> Array:
+  """log p(x | y=i) + log p(y=i) for every class i, shape (B, num_classes)."""
+  if objectives.is_classifier(model):
+    return model.apply(variables, x, method="class_logits")
+  num_classes = training.num_classes(model)
+  if not num_classes:
+    raise ValueError(f"{type(model).__name__} is not class-conditional (num_classes=0): it has no "
+                     "class scores")
+  batch = x.shape[0]
+  # Every class at once: the batch repeated once per class, the classes along the batch axis.
+  classes = jnp.repeat(jnp.arange(num_classes), batch)
+  log_prob = model.apply(variables, jnp.tile(x, (num_classes, 1, 1, 1)), classes,
+                         method="log_prob")
+  return log_prob.reshape(num_classes, batch).T - np.log(num_classes)
+
+
+def example_scores(model: nn.Module, variables: Any, images: Array, labels: Array,
+                   rng: Optional[Array], n_bits: int) -> Dict[str, Array]:
+  """Per-example log-densities (nats) of dequantised `images` and, if conditional, class scores.
+
+  "log_prob": log p(x), or log p(x | label) for a class-conditional model; for an SVD model of the
+  truncated image, and then also "raw_log_prob" of the image as it is. "class_log_joint": see
+  `class_log_joint`.
+  """
+  x = objectives.dequantize(rng, images, n_bits)
+  labels = training.model_labels(model, labels)
+  scores = {"log_prob": model.apply(variables, x, labels, method="log_prob")}
+  if has_svd(model):
+    scores["raw_log_prob"] = model.apply(variables, x, labels, apply_svd=False, method="log_prob")
+  if is_class_conditional(model):
+    scores["class_log_joint"] = class_log_joint(model, variables, x)
+  return scores
+
+
+def score_examples(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Batch], *,
+                   n_bits: int, rng: Optional[Array],
+                   mesh: Optional[jax.sharding.Mesh] = None) -> Dict[str, np.ndarray]:
+  """`example_scores` of every real example of `batches`, with its "label" (and "subject").
+
+  With `rng` each batch gets its own uniform dequantisation noise; with None, the bin centres.
+  """
+
+  @jax.jit
+  def batch_scores(variables, images, labels, batch_rng):
+    return example_scores(model, variables, images, labels, batch_rng, n_bits)
+
+  def run(images, labels, index):
+    batch_rng = None if rng is None else jax.random.fold_in(rng, index)
+    return batch_scores(variables, images, labels, batch_rng)
+
+  parts = [dict(scores, label=batch["label"])
+           for scores, batch in batches_lib.map_batches(run, batches, mesh)]
+  if not parts:
+    raise ValueError("batches: no batches to evaluate")
+  return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def likelihood_metrics(log_prob: np.ndarray, num_dims: int, n_bits: int) -> Dict[str, float]:
+  """Mean bits/dim and mean discrete log-likelihood (nats per image) from log-densities."""
+  log_prob = np.asarray(log_prob, np.float64)
+  bits = objectives.bits_per_dim(log_prob, num_dims, n_bits)
+  return {"bits_per_dim": float(np.mean(bits)),
+          "log_likelihood_nats": float(np.mean(log_prob - num_dims * n_bits * np.log(2.0)))}
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+  """Counts (num_classes, num_classes): row = true class, column = predicted class."""
+  labels, predictions = np.asarray(labels), np.asarray(predictions)
+  for name, values in (("labels", labels), ("predictions", predictions)):
+    if values.size and (values.min() < 0 or values.max() >= num_classes):
+      raise ValueError(f"{name} must lie in [0, {num_classes}), got {values.min()}..{values.max()}")
+  counts = np.bincount(labels * num_classes + predictions, minlength=num_classes ** 2)
+  return counts.reshape(num_classes, num_classes)
+
+
+def recognition_metrics(class_log_joint_scores: np.ndarray, labels: np.ndarray,
+                        class_names: Sequence[str]) -> Dict[str, Any]:
+  """Accuracy, per-class recall and the confusion matrix of the argmax predictions."""
+  num_classes = class_log_joint_scores.shape[-1]
+  if len(class_names) != num_classes:
+    raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
+  matrix = confusion_matrix(labels, np.argmax(class_log_joint_scores, axis=-1), num_classes)
+  per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+  return {"accuracy": float(np.trace(matrix) / max(matrix.sum(), 1)),
+          "class_recall": dict(zip(class_names, per_class.round(6).tolist())),
+          "confusion_matrix": matrix.tolist(), "class_names": list(class_names)}
+
+
+def evaluation_report(scores: Dict[str, np.ndarray], *, num_dims: int, n_bits: int,
+                      class_names: Sequence[str] = ()) -> Dict[str, Any]:
+  """The JSON-able summary of `score_examples`' output (see `evaluate`)."""
+  report = {"num_examples": int(len(scores["log_prob"])),
+            **likelihood_metrics(scores["log_prob"], num_dims, n_bits)}
+  if "raw_log_prob" in scores:
+    report.update({f"raw_{name}": value for name, value in
+                   likelihood_metrics(scores["raw_log_prob"], num_dims, n_bits).items()})
+  if "class_log_joint" in scores:
+    log_joint = np.asarray(scores["class_log_joint"], np.float64)
+    marginal = np.logaddexp.reduce(log_joint, axis=-1)
+    report.update({f"marginal_{name}": value for name, value in
+                   likelihood_metrics(marginal, num_dims, n_bits).items()})
+    report.update(recognition_metrics(log_joint, scores["label"], class_names))
+  return report
+
+
+def evaluate(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Batch], *,
+             n_bits: int, class_names: Sequence[str] = (), rng: Optional[Array] = None,
+             mesh: Optional[jax.sharding.Mesh] = None) -> Dict[str, Any]:
+  """Likelihood and, for class-conditional models, recognition metrics over `batches`.
+
+  Keys: num_examples, bits_per_dim, log_likelihood_nats (given the true label for class-conditional
+  models); for SVD models raw_bits_per_dim, raw_log_likelihood_nats on the untruncated images; for
+  class-conditional models marginal_bits_per_dim, marginal_log_likelihood_nats (log p(x) summed
+  over the classes), accuracy, class_recall, confusion_matrix (rows: true class) and class_names.
+  """
+  scores = score_examples(model, variables, batches, n_bits=n_bits, rng=rng, mesh=mesh)
+  num_dims = int(np.prod(model.image_shape))
+  return evaluation_report(scores, num_dims=num_dims, n_bits=n_bits, class_names=class_names)

@@ -1,0 +1,183 @@
+"""Pictures from a trained flow: samples per class and temperature, expression transfer and
+interpolation.
+
+Expression transfer follows the flow-latent expression recognition paper (section IV-D): with the
+class-mean latents over a training set, an image's latents z move to z + (z̄_c - z̄_other), where
+z̄_other is the mean over the examples of every other class, and are decoded. Latents come from
+`encode` with the image's own label for class-conditional models (for the classifier: f's latents
+with z_1 replaced by z_1' = h(z_1, y)), and are decoded with the target label, so both the latent
+shift and the model's conditioning move the image towards class c.
+"""
+
+import dataclasses
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxflow import objectives, parallel, training
+from flaxflow.analysis import batches as batches_lib
+
+Array = jax.Array
+Latents = Tuple[Array, ...]
+
+
+def class_sample_grids(model: nn.Module, variables: Any, rng: Array, *,
+                       temperatures: Sequence[float], samples_per_class: int, n_bits: int,
+                       mesh: Optional[jax.sharding.Mesh] = None) -> Dict[float, np.ndarray]:
+  """{temperature: uint8 (classes, samples_per_class, H, W, C)}, one row per class.
+
+  Every temperature uses the same noise, so the grids differ only by the temperature.
+  """
+  if not training.num_classes(model):
+    raise ValueError(f"{type(model).__name__} is unconditional (num_classes=0): it has no classes "
+                     "to sample; use unconditional_samples")
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  return {temperature: training.sample_grid(model, variables, rng,
+                                            samples_per_class=samples_per_class,
+                                            temperature=temperature, n_bits=n_bits,
+                                            mesh=mesh)
+          for temperature in temperatures}
+
+
+def unconditional_samples(model: nn.Module, variables: Any, rng: Array, *, rows: int,
+                          columns: int, temperature: float, n_bits: int) -> np.ndarray:
+  """uint8 (rows, columns, H, W, C) samples of p(x): classes drawn from the classifier's learned
+  p(y), uniformly for class-conditional Glow and BPLF."""
+  num_samples = rows * columns
+  label_rng, sample_rng = jax.random.split(rng)
+  labels = None
+  if training.num_classes(model) and not objectives.is_classifier(model):
+    labels = jax.random.randint(label_rng, (num_samples,), 0, training.num_classes(model))
+
+  @jax.jit
+  def draw(variables, sample_rng, labels, temperature):
+    x = model.apply(variables, sample_rng, num_samples, labels, temperature, method="sample")
+    return objectives.postprocess(x, n_bits)
+
+  samples = np.asarray(jax.device_get(draw(variables, sample_rng, labels, temperature)))
+  return samples.reshape(rows, columns, *samples.shape[1:])
+
+
+def _encode(model: nn.Module, variables: Any, images: Array, labels: Array,
+            n_bits: int) -> Latents:
+  """Latents of uint8 `images` at their bin centres (deterministic), with their labels if needed."""
+  x = objectives.dequantize(None, images, n_bits)
+  latents, _ = model.apply(variables, x, training.model_labels(model, labels), method="encode")
+  return latents
+
+
+def _decode(model: nn.Module, variables: Any, latents: Latents, labels: Array,
+            n_bits: int) -> Array:
+  x = model.apply(variables, latents, training.model_labels(model, labels), method="decode")
+  return objectives.postprocess(x, n_bits)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassLatentSums:
+  """Per-class sums of every latent over a dataset: `sums[level]` (classes, *latent shape)."""
+  sums: Tuple[np.ndarray, ...]
+  counts: np.ndarray  # (classes,) examples per class.
+
+  def expression_shifts(self) -> Tuple[np.ndarray, ...]:
+    """z̄_c - z̄_other per level, shape (classes, *latent shape): other = all other examples."""
+    empty = np.flatnonzero(self.counts == 0)
+    if empty.size:
+      raise ValueError(f"classes {empty.tolist()} have no examples: their mean latent is undefined")
+    total = self.counts.sum()
+    if total == self.counts.max():
+      raise ValueError("every example has one class: there is no 'other' mean")
+    shifts = []
+    for level_sums in self.sums:
+      per_class = level_sums.reshape(len(self.counts), -1)
+      class_mean = per_class / self.counts[:, None]
+      other_mean = (per_class.sum(axis=0) - per_class) / (total - self.counts)[:, None]
+      shifts.append((class_mean - other_mean).reshape(level_sums.shape).astype(np.float32))
+    return tuple(shifts)
+
+
+def class_latent_sums(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Batch], *,
+                      num_classes: int, n_bits: int,
+                      mesh: Optional[jax.sharding.Mesh] = None) -> ClassLatentSums:
+  """Per-class latent sums (float64) of every real example of `batches`."""
+  encode = jax.jit(lambda variables, images, labels: _encode(model, variables, images, labels,
+                                                              n_bits))
+
+  def run(images, labels, index):
+    del index
+    return {str(level): z for level, z in enumerate(encode(variables, images, labels))}
+
+  sums, counts = None, np.zeros(num_classes, np.int64)
+  for latents, batch in batches_lib.map_batches(run, batches, mesh):
+    one_hot = np.eye(num_classes)[batch["label"]]
+    batch_sums = [np.tensordot(one_hot, latents[str(level)].astype(np.float64), axes=(0, 0))
+                  for level in range(len(latents))]
+    sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums)]
+    counts += one_hot.sum(axis=0).astype(np.int64)
+  if sums is None:
+    raise ValueError("batches: no batches")
+  return ClassLatentSums(sums=tuple(sums), counts=counts)
+
+
+def transfer_expressions(model: nn.Module, variables: Any, images: np.ndarray,
+                         labels: np.ndarray, shifts: Sequence[np.ndarray], *, n_bits: int,
+                         zero_deepest: bool = False, strength: float = 1.0) -> np.ndarray:
+  """uint8 (B, classes, H, W, C): each image moved to every class c by z + strength * shift_c.
+
+  `shifts` from `ClassLatentSums.expression_shifts`. `zero_deepest` sets the deepest latent (z_1,
+  or z_1' for the classifier) to zero before decoding, as the paper does for cleaner faces.
+  """
+  num_classes = shifts[0].shape[0]
+
+  @jax.jit
+  def run(variables, images, labels, shifts):
+    latents = _encode(model, variables, images, labels, n_bits)
+    batch = images.shape[0]
+    moved = [(z[None] + strength * shift[:, None]).reshape(num_classes * batch, *z.shape[1:])
+             for z, shift in zip(latents, shifts)]
+    if zero_deepest:
+      moved[-1] = jnp.zeros_like(moved[-1])
+    targets = jnp.repeat(jnp.arange(num_classes), batch)
+    decoded = _decode(model, variables, tuple(moved), targets, n_bits)
+    return jnp.swapaxes(decoded.reshape(num_classes, batch, *images.shape[1:]), 0, 1)
+
+  return np.asarray(jax.device_get(run(variables, jnp.asarray(images),
+                                       jnp.asarray(labels, jnp.int32), tuple(shifts))))
+
+
+def interpolate(model: nn.Module, variables: Any, images_a: np.ndarray, labels_a: np.ndarray,
+                images_b: np.ndarray, labels_b: np.ndarray, *, num_points: int,
+                n_bits: int) -> np.ndarray:
+  """uint8 (B, num_points, H, W, C): decodings of (1 - t) z_a + t z_b for t from 0 to 1.
+
+  The classifier interpolates the latents of its unconditional f (no labels needed). Class-
+  conditional Glow and BPLF encode each end with its label and decode each point with the label
+  of the nearer end, so pairs of one class interpolate within it.
+  """
+  if num_points < 2:
+    raise ValueError(f"num_points={num_points}: an interpolation needs at least its two ends")
+  weights = np.linspace(0.0, 1.0, num_points, dtype=np.float32)
+  label_free = objectives.is_classifier(model)
+
+  @jax.jit
+  def run(variables, images_a, labels_a, images_b, labels_b):
+    if label_free:
+      labels_a = labels_b = None
+    latents_a = _encode(model, variables, images_a, labels_a, n_bits)
+    latents_b = _encode(model, variables, images_b, labels_b, n_bits)
+    batch = images_a.shape[0]
+    mixed = []
+    for z_a, z_b in zip(latents_a, latents_b):
+      t = weights.reshape(-1, *([1] * z_a.ndim))
+      mixed.append(((1 - t) * z_a[None] + t * z_b[None]).reshape(num_points * batch,
+                                                                 *z_a.shape[1:]))
+    labels = None if label_free else jnp.where(weights[:, None] <= 0.5, labels_a[None],
+                                               labels_b[None]).reshape(-1)
+    decoded = _decode(model, variables, tuple(mixed), labels, n_bits)
+    return jnp.swapaxes(decoded.reshape(num_points, batch, *images_a.shape[1:]), 0, 1)
+
+  return np.asarray(jax.device_get(run(variables, jnp.asarray(images_a),
+                                       jnp.asarray(labels_a, jnp.int32), jnp.asarray(images_b),
+                                       jnp.asarray(labels_b, jnp.int32))))

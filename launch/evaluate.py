@@ -1,0 +1,58 @@
+"""Evaluates a trained run: `python -m launch.evaluate --workdir W`.
+
+Bits/dim and mean log-likelihood on the test split (SVD models: on the truncated and the raw
+images), and for class-conditional models the recognition accuracy with a confusion matrix
+(printed and as PNG). Writes W/analysis/evaluation.json and W/analysis/confusion_matrix.png.
+"""
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from flaxflow import analysis
+from launch import research
+
+_RUN = research.define_run_flags()
+
+_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval_split).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the uniform dequantisation noise.")
+
+
+def format_report(report: dict) -> str:
+  lines = [f"{name}: {report[name]:.4f}" for name in (
+      "bits_per_dim", "log_likelihood_nats", "raw_bits_per_dim", "raw_log_likelihood_nats",
+      "marginal_bits_per_dim", "marginal_log_likelihood_nats", "accuracy") if name in report]
+  if "confusion_matrix" in report:
+    names = report["class_names"]
+    width = max(5, *(len(name) for name in names))
+    lines.append("confusion matrix (rows: true class, columns: predicted class):")
+    lines.append(" " * width + "".join(f"{name:>{width + 1}}" for name in names))
+    for name, row in zip(names, np.asarray(report["confusion_matrix"])):
+      lines.append(f"{name:>{width}}" + "".join(f"{count:>{width + 1}d}" for count in row))
+  return "\n".join(lines)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  run = research.start(_RUN)
+  split = _SPLIT.value or run.config.eval_split
+  batches, info = research.split_batches(run.config, split)
+  report = analysis.evaluate(run.model, run.variables, batches(), n_bits=run.config.n_bits,
+                             class_names=info.class_names, rng=jax.random.PRNGKey(_SEED.value))
+  report = {"workdir": research.WORKDIR.value, "step": run.step, "dataset": run.config.dataset,
+            "split": split, "n_bits": run.config.n_bits, "use_ema": _RUN.use_ema.value,
+            **report}
+  print(f"{run.config.dataset} {split}, step {run.step}, {report['num_examples']} examples")
+  print(format_report(report))
+  if "confusion_matrix" in report:
+    path = analysis.save_confusion_matrix(
+        research.output_path(_RUN, "confusion_matrix.png"), report["confusion_matrix"],
+        info.class_names, f"{run.config.dataset} {split}, step {run.step}: accuracy "
+        f"{100 * report['accuracy']:.2f}%")
+    print(f"wrote {path}")
+  print(f"wrote {research.write_json(research.output_path(_RUN, 'evaluation.json'), report)}")
+
+
+if __name__ == "__main__":
+  app.run(main)

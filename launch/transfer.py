@@ -1,0 +1,105 @@
+"""Expression transfer and interpolation: `python -m launch.transfer --workdir W`.
+
+Each input image is moved to every class c by z + (z̄_c - z̄_other), with class-mean latents over
+the training split (flow-latent expression recognition paper, section IV-D), and decoded:
+W/analysis/transfer.png shows every input beside its versions in all classes. W/analysis/
+interpolation.png decodes straight lines between the latents of pairs of images.
+"""
+
+import numpy as np
+from absl import app, flags
+
+from flaxflow import analysis
+from launch import research
+
+_RUN = research.define_run_flags()
+
+_SPLIT = flags.DEFINE_string("split", None, "Split the inputs come from (default: the run's "
+                             "eval_split).")
+_INPUTS = flags.DEFINE_list("inputs", None, "Indices of the input images in --split (default: the "
+                            "first example of each class).")
+_ZERO_DEEPEST = flags.DEFINE_bool("zero_deepest", False, "Set the deepest latent (z1, or z1' of "
+                                  "the classifier) to zero before decoding.")
+_STRENGTH = flags.DEFINE_float("strength", 1.0, "Multiplies the class shift z̄_c - z̄_other.")
+_PAIRS = flags.DEFINE_list("pairs", None, "Interpolation ends as A:B indices in --split (default: "
+                           "each input and the next example of its class).")
+_POINTS = flags.DEFINE_integer("interpolation_points", 9, "Images per interpolation, both ends "
+                               "included.")
+
+
+def choose_inputs(labels: np.ndarray, indices) -> np.ndarray:
+  """--inputs as integers, checked against the split; default: the first example of each class."""
+  if indices is None:
+    return np.array([np.flatnonzero(labels == label)[0] for label in np.unique(labels)])
+  try:
+    chosen = np.array([int(index) for index in indices])
+  except ValueError:
+    raise app.UsageError(f"--inputs={','.join(indices)}: expected integers") from None
+  if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= len(labels):
+    raise app.UsageError(f"--inputs={','.join(indices)}: expected indices in [0, {len(labels)})")
+  return chosen
+
+
+def choose_pairs(labels: np.ndarray, inputs: np.ndarray, pairs) -> np.ndarray:
+  """--pairs as (P, 2) indices; default: each input with the next example of its class."""
+  if pairs is None:
+    chosen = []
+    for index in inputs:
+      same_class = np.flatnonzero(labels == labels[index])
+      later = same_class[same_class > index]
+      if later.size:
+        chosen.append((index, later[0]))
+    return np.array(chosen, dtype=int).reshape(-1, 2)
+  try:
+    chosen = np.array([[int(end) for end in pair.split(":")] for pair in pairs])
+  except ValueError:
+    raise app.UsageError(f"--pairs={','.join(pairs)}: expected A:B index pairs") from None
+  if chosen.ndim != 2 or chosen.shape[1] != 2 or chosen.min() < 0 or chosen.max() >= len(labels):
+    raise app.UsageError(f"--pairs={','.join(pairs)}: expected A:B pairs of indices in "
+                         f"[0, {len(labels)})")
+  return chosen
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  run = research.start(_RUN)
+  config, n_bits = run.config, run.config.n_bits
+  train_batches, info = research.split_batches(config, "train")
+  split = _SPLIT.value or config.eval_split
+  split_batches, _ = research.split_batches(config, split)
+  names = info.class_names
+  sums = analysis.class_latent_sums(run.model, run.variables, train_batches(),
+                                    num_classes=len(names), n_bits=n_bits)
+  examples = analysis.collect_examples(split_batches())
+  chosen = choose_inputs(examples["label"], _INPUTS.value)
+  images, labels = examples["image"][chosen], examples["label"][chosen]
+  moved = analysis.transfer_expressions(run.model, run.variables, images, labels,
+                                        sums.expression_shifts(), n_bits=n_bits,
+                                        zero_deepest=_ZERO_DEEPEST.value,
+                                        strength=_STRENGTH.value)
+  row_labels = [f"#{index}: {names[label]}" for index, label in zip(chosen, labels)]
+  setting = f"strength {_STRENGTH.value:g}" + (", deepest latent zeroed" if _ZERO_DEEPEST.value
+                                                else "")
+  written = [analysis.save_image_table(
+      research.output_path(_RUN, "transfer.png"), np.concatenate([images[:, None], moved], axis=1),
+      row_labels, ["input", *(f"→ {name}" for name in names)],
+      f"{config.dataset} {split}, step {run.step}: z + (z̄_c − z̄_other), {setting}")]
+  pairs = choose_pairs(examples["label"], chosen, _PAIRS.value)
+  if len(pairs):
+    ends_a, ends_b = pairs[:, 0], pairs[:, 1]
+    lines = analysis.interpolate(
+        run.model, run.variables, examples["image"][ends_a], examples["label"][ends_a],
+        examples["image"][ends_b], examples["label"][ends_b], num_points=_POINTS.value,
+        n_bits=n_bits)
+    label_of = lambda index: names[examples["label"][index]]
+    written.append(analysis.save_image_table(
+        research.output_path(_RUN, "interpolation.png"), lines,
+        [f"#{a} ({label_of(a)}) → #{b} ({label_of(b)})" for a, b in pairs],
+        [f"t={t:.2f}" for t in np.linspace(0, 1, _POINTS.value)],
+        f"{config.dataset} {split}, step {run.step}: decoded (1 − t) z_a + t z_b"))
+  print("\n".join(f"wrote {path}" for path in written))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,45 @@
+"""t-SNE of a trained run's latents: `python -m launch.tsne --workdir W`.
+
+Embeds one latent per image (default the deepest: z1' = h(z1, y) for the classifier) of the test
+split and writes W/analysis/tsne_level<L>.png, coloured by class and, where the dataset names
+subjects, by subject (`--nouse_labels`: W/analysis/tsne_level<L>_unlabelled.png).
+"""
+
+from absl import app, flags
+
+from flaxflow import analysis
+from launch import research
+
+_RUN = research.define_run_flags()
+
+_SPLIT = flags.DEFINE_string("split", None, "Split to embed (default: the run's eval_split).")
+_LEVEL = flags.DEFINE_integer("level", -1, "Which latent: 0 the shallowest split, -1 the deepest.")
+_USE_LABELS = flags.DEFINE_bool("use_labels", True, "Encode with the true labels (the classifier's "
+                                "z1'); --nouse_labels: the classifier's raw z1 from f.")
+_PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
+_SEED = flags.DEFINE_integer("seed", 0, "t-SNE seed.")
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  run = research.start(_RUN)
+  split = _SPLIT.value or run.config.eval_split
+  batches, info = research.split_batches(run.config, split)
+  latents = analysis.latent_features(run.model, run.variables, batches(), level=_LEVEL.value,
+                                     use_labels=_USE_LABELS.value,
+                                     n_bits=run.config.n_bits)
+  embedding = analysis.tsne_embedding(latents["features"], perplexity=_PERPLEXITY.value,
+                                      seed=_SEED.value)
+  title = (f"{run.config.dataset} {split}, step {run.step}: t-SNE of latent {_LEVEL.value} "
+           f"({latents['features'].shape[1]} dimensions, {len(embedding)} images)")
+  name = f"tsne_level{_LEVEL.value}" + ("" if _USE_LABELS.value else "_unlabelled")
+  path = analysis.save_embedding(research.output_path(_RUN, f"{name}.png"), embedding,
+                                 latents["label"], info.class_names, latents["subject"], title)
+  if not (latents["subject"] != "").any():
+    print(f"{run.config.dataset} names no subjects: coloured by class only")
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
