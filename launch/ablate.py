@@ -37,7 +37,9 @@ def run_row(config: ml_collections.ConfigDict, row: analysis.AblationRow, train:
   if os.path.exists(result_path):
     with open(result_path) as file:
       result = json.load(file)
-    if result["model"] == row.model and result["num_steps"] == config.num_steps:
+    # Compared as JSON, which holds tuples (the image shape) as lists.
+    if (result["model"] == json.loads(json.dumps(row.model))
+        and result["num_steps"] == config.num_steps):
       return result
     raise SystemExit(f"{result_path} is of other settings; pass a new --workdir")
   row_config = config.copy_and_resolve_references()
