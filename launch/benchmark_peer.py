@@ -26,6 +26,18 @@ import normflows as nf
 import torch
 
 
+def _cpu_name() -> str:
+  """The CPU model from /proc/cpuinfo where there is one (Linux), else what platform knows."""
+  try:
+    with open("/proc/cpuinfo") as cpuinfo:
+      for line in cpuinfo:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def build_glow(levels: int, steps: int, width: int, image_shape: Sequence[int],
                num_classes: int) -> nf.MultiscaleFlow:
   """normflows' class-conditional multiscale Glow for ``image_shape`` = (H, W, C)."""
@@ -103,7 +115,7 @@ def benchmark_peer(levels: int = 3, steps: int = 8, width: int = 128,
       "framework": f"torch {torch.__version__} + normflows {nf.__version__}",
       "levels": levels, "steps": steps, "width": width, "image_shape": list(image_shape),
       "num_classes": num_classes, "batch_size": batch_size, "threads": threads,
-      "cpu": platform.processor() or platform.machine(),
+      "cpu": _cpu_name(),
       "parameters": sum(p.numel() for p in model.parameters()),
       "step_seconds": step_seconds, "median_step_seconds": median,
       # Other processes on the same cores slow torch's OpenMP threads a lot: judge noise by it.
