@@ -16,7 +16,8 @@ kernel gradient becomes one matrix product over batch and pixels), so forward, i
 and kernel gradient are all large matrix products, and forward-mode autodiff (``jacfwd``) works
 as for any JAX function. Convolutions whose two sides are both wide, and every case this path
 does not cover (strides, dilations, groups, other layouts or paddings), go to
-`lax.conv_general_dilated` unchanged.
+`lax.conv_general_dilated` unchanged, and so does every convolution on other backends (GPU,
+TPU), whose convolution kernels have none of XLA:CPU's weaknesses.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def conv2d_same(x: Array, kernel: Array, precision: Any = None,
     raise ValueError(f"x has {x.shape[-1]} channels but the kernel of shape {kernel.shape} "
                      f"expects {kernel.shape[2]}")
   out_dtype = preferred_element_type or jnp.result_type(x, kernel)
-  if not shifts_pay_off(kernel.shape):
+  if jax.default_backend() != "cpu" or not shifts_pay_off(kernel.shape):
     return lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
                                     dimension_numbers=_NHWC_DIMENSION_NUMBERS,
                                     precision=precision, preferred_element_type=out_dtype)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxflow.bijectors.base import sum_except_batch
+from flaxflow.conv import Conv
 
 Array = jax.Array
 
@@ -46,8 +47,8 @@ class SplitPrior(nn.Module):
 
   @nn.compact
   def __call__(self, h: Array, cond: Optional[Array] = None) -> Tuple[Array, Array]:
-    stats = nn.Conv(2 * h.shape[-1], (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
-                    name="conv")(h.astype(jnp.float32))
+    stats = Conv(2 * h.shape[-1], (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
+                 name="conv")(h.astype(jnp.float32))
     stats = _add_label_offset(stats, cond)
     mean, log_scale = jnp.split(stats, 2, axis=-1)
     return mean, log_scale

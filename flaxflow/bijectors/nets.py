@@ -1,9 +1,10 @@
 """The coupling network g shared by `AffineCoupling` and `BiParallelLinear`.
 
 A stack of convolutions with ReLU between them; the last convolution starts at zero so that a
-coupling is the identity at initialisation. Convolutions compute in ``dtype`` (e.g. bfloat16 on
-GPU/TPU) with float32 parameters; the output is always float32, so scales and log-dets that
-are derived from it stay in float32.
+coupling is the identity at initialisation. The convolutions are `flaxflow.conv.Conv`, which
+trains several times faster than `flax.linen.Conv` on CPU and is the same elsewhere. They
+compute in ``dtype`` (e.g. bfloat16 on GPU/TPU) with float32 parameters; the output is always
+float32, so scales and log-dets that are derived from it stay in float32.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from flaxflow.conv import Conv
 
 Array = jax.Array
 
@@ -27,8 +30,8 @@ class ZeroConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    h = nn.Conv(self.features, (self.kernel_size, self.kernel_size), padding="SAME",
-                kernel_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32)(x)
+    h = Conv(self.features, (self.kernel_size, self.kernel_size), padding="SAME",
+             kernel_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32)(x)
     logs = self.param("logs", nn.initializers.zeros, (self.features,), jnp.float32)
     return h.astype(jnp.float32) * jnp.exp(self.logscale_factor * logs)
 
@@ -80,7 +83,7 @@ class CouplingNet(nn.Module):
       raise ValueError(f"kernel_sizes needs at least one entry, got {self.kernel_sizes}")
     h = self._with_condition(x.astype(self.dtype), cond)
     for kernel_size in self.kernel_sizes[:-1]:
-      h = nn.Conv(self.width, (kernel_size, kernel_size), padding="SAME", dtype=self.dtype,
-                  param_dtype=jnp.float32)(h)
+      h = Conv(self.width, (kernel_size, kernel_size), padding="SAME", dtype=self.dtype,
+               param_dtype=jnp.float32)(h)
       h = nn.relu(h)
     return ZeroConv(self.out_channels, self.kernel_sizes[-1], dtype=self.dtype)(h)
