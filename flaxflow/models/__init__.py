@@ -3,6 +3,7 @@
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from flaxflow.models.bplf import BPLF
 from flaxflow.models.classifier import ConditionalGlowClassifier
@@ -22,6 +23,8 @@ def create(model_config: Mapping[str, Any]) -> nn.Module:
     raise ValueError(f"model name {name!r}: expected one of {sorted(MODELS)}")
   if "image_shape" in fields:
     fields["image_shape"] = tuple(fields["image_shape"])
+  if "dtype" in fields:  # Configs name the compute dtype as text, e.g. "bfloat16".
+    fields["dtype"] = jnp.dtype(fields["dtype"])
   try:
     return MODELS[name](**fields)
   except TypeError as error:

@@ -39,6 +39,7 @@ class ConditionalGlowClassifier(nn.Module):
   additive: bool = False
   use_lu: bool = True
   gradient: str = "plain"
+  scan_unroll: int = 1
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -47,11 +48,11 @@ class ConditionalGlowClassifier(nn.Module):
     self.flow = Glow(self.image_shape, num_classes=0, levels=self.levels,
                      steps_per_level=self.steps_per_level, width=self.width,
                      additive=self.additive, use_lu=self.use_lu, gradient=self.gradient,
-                     dtype=self.dtype)
+                     scan_unroll=self.scan_unroll, dtype=self.dtype)
     self.conditional_flow = StepStack(
         functools.partial(glow_step, self.conditional_width, self.additive, self.use_lu,
                           self.dtype),
-        self.conditional_steps, self.gradient)
+        self.conditional_steps, self.gradient, self.scan_unroll)
     self.top_prior = TopPrior(top_latent_shape(self.image_shape, self.levels))
     self.class_prior_logits = self.param("class_prior_logits", nn.initializers.zeros,
                                          (self.num_classes,))

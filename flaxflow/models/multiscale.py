@@ -51,6 +51,7 @@ class MultiscaleFlow(nn.Module):
   condition_steps: bool = False
   svd_rank: Optional[int] = None
   gradient: str = "plain"
+  scan_unroll: int = 1
 
   def step_factory(self) -> Callable[[], Bijector]:
     raise NotImplementedError(f"{type(self).__name__} must say what one flow step is")
@@ -59,7 +60,7 @@ class MultiscaleFlow(nn.Module):
     validate_image_shape(self.image_shape, self.levels)
     self.squeeze = Squeeze()
     self.level_steps = [
-        StepStack(self.step_factory(), self.steps_per_level, self.gradient)
+        StepStack(self.step_factory(), self.steps_per_level, self.gradient, self.scan_unroll)
         for _ in range(self.levels)
     ]
     self.split_priors = [SplitPrior() for _ in range(self.levels - 1)]

@@ -9,10 +9,14 @@ time does not grow with depth. Three ways to get gradients (`gradient`):
 * ``"reversible"``: a `jax.custom_vjp` that stores only the level's output and, walking the steps
   backwards, recomputes each step's input from its output with the step's inverse (the steps are
   bijections), so memory is flat in depth.
+
+`unroll` is `lax.scan`'s: that many steps per loop iteration. Unrolling removes the loop's
+per-iteration stacking and slicing of activations (about a fifth faster on CPU at K=8) at the
+price of compile time that grows with the steps unrolled; 1 keeps compile time flat in depth.
 """
 
 import functools
-from typing import Callable, Optional
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -61,7 +65,7 @@ def _float0_zeros(tree):
   return jax.tree.map(lambda leaf: np.zeros(leaf.shape, jax.dtypes.float0), tree)
 
 
-def _scan_forward(forward, stacked, x, cond, remat: bool):
+def _scan_forward(forward, stacked, x, cond, remat: bool, unroll: int):
   def body(carry, variables):
     h, log_det = carry
     y, step_log_det = forward(variables, h, cond)
@@ -69,16 +73,16 @@ def _scan_forward(forward, stacked, x, cond, remat: bool):
 
   if remat:
     body = jax.checkpoint(body)
-  (y, log_det), _ = jax.lax.scan(body, (x, zero_log_det(x)), stacked)
+  (y, log_det), _ = jax.lax.scan(body, (x, zero_log_det(x)), stacked, unroll=unroll)
   return y, log_det
 
 
-def _reversible_forward(forward, inverse, stacked, x, cond):
+def _reversible_forward(forward, inverse, stacked, x, cond, unroll: int):
   """`_scan_forward` whose backward pass recomputes activations with `inverse`."""
 
   @jax.custom_vjp
   def run(stacked, x, cond):
-    return _scan_forward(forward, stacked, x, cond, remat=False)
+    return _scan_forward(forward, stacked, x, cond, remat=False, unroll=unroll)
 
   def run_fwd(stacked, x, cond):
     y, log_det = run(stacked, x, cond)
@@ -101,7 +105,7 @@ def _reversible_forward(forward, inverse, stacked, x, cond):
 
     cond_bar = jax.tree.map(jnp.zeros_like, cond)
     (_, x_bar, cond_bar), trainable_bar = jax.lax.scan(
-        body, (y, y_bar, cond_bar), (trainable, fixed), reverse=True)
+        body, (y, y_bar, cond_bar), (trainable, fixed), reverse=True, unroll=unroll)
     return _merge_leaves(trainable_bar, _float0_zeros(fixed)), x_bar, cond_bar
 
   run.defvjp(run_fwd, run_bwd)
@@ -118,12 +122,15 @@ class StepStack(Bijector):
   make_step: Callable[[], Bijector]
   num_steps: int
   gradient: str = "plain"
+  unroll: int = 1
 
   def setup(self):
     if self.gradient not in GRADIENT_MODES:
       raise ValueError(f"gradient={self.gradient!r}: expected one of {GRADIENT_MODES}")
     if self.num_steps < 1:
       raise ValueError(f"num_steps={self.num_steps}: a level needs at least one step")
+    if self.unroll < 1:
+      raise ValueError(f"unroll={self.unroll}: expected a positive number of steps")
     scanned_cell = nn.scan(
         _StepCell,
         variable_axes={"params": 0, "constants": 0},
@@ -144,8 +151,9 @@ class StepStack(Bijector):
       return y, log_det
     forward, inverse = self._step_functions()
     if self.gradient == "reversible":
-      return _reversible_forward(forward, inverse, self.cells.variables, x, cond)
-    return _scan_forward(forward, self.cells.variables, x, cond, remat=self.gradient == "remat")
+      return _reversible_forward(forward, inverse, self.cells.variables, x, cond, self.unroll)
+    return _scan_forward(forward, self.cells.variables, x, cond, remat=self.gradient == "remat",
+                         unroll=self.unroll)
 
   def inverse_and_log_det(self, y, cond=None):
     _, inverse = self._step_functions()
@@ -155,5 +163,6 @@ class StepStack(Bijector):
       x, step_log_det = inverse(variables, h, cond)
       return (x, log_det + step_log_det), None
 
-    (x, log_det), _ = jax.lax.scan(body, (y, zero_log_det(y)), self.cells.variables, reverse=True)
+    (x, log_det), _ = jax.lax.scan(body, (y, zero_log_det(y)), self.cells.variables, reverse=True,
+                                   unroll=self.unroll)
     return x, log_det

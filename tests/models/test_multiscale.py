@@ -96,14 +96,15 @@ def test_svd_truncation_is_applied_before_the_flow():
                              rtol=1e-5)
 
 
-@pytest.mark.parametrize("gradient", ["remat", "reversible"])
-def test_recomputing_gradients_equal_plain_ones(gradient):
+@pytest.mark.parametrize("gradient, scan_unroll",
+                         [("remat", 1), ("reversible", 1), ("plain", 3), ("reversible", 2)])
+def test_recomputing_or_unrolled_gradients_equal_plain_ones(gradient, scan_unroll):
   x = tiny_images(RNG, (4, 8, 8, 1))
   labels = jnp.arange(4) % 3
   plain = build("bplf", num_classes=3, image_shape=(8, 8, 1), steps_per_level=3)
   variables = init(plain, x, labels)
   recomputing = build("bplf", num_classes=3, image_shape=(8, 8, 1), steps_per_level=3,
-                      gradient=gradient)
+                      gradient=gradient, scan_unroll=scan_unroll)
 
   def grads(model):
     loss = lambda params, x: -jnp.mean(
@@ -116,11 +117,31 @@ def test_recomputing_gradients_equal_plain_ones(gradient):
                recomputed_grads, plain_grads)
 
 
+@pytest.mark.parametrize("name", ["glow", "bplf", "classifier"])
+def test_bfloat16_compute_keeps_float32_likelihoods_and_gradients(name):
+  x = tiny_images(RNG, (4, 8, 8, 1))
+  labels = jnp.arange(4) % 3
+  overrides = dict(image_shape=(8, 8, 1), num_classes=3)
+  full = build(name, **overrides)
+  variables = init(full, x, labels)
+  half = build(name, dtype="bfloat16", **overrides)  # As a config names it.
+  loss = lambda model, params: -jnp.mean(
+      model.apply({**variables, "params": params}, x, labels, method="log_prob"))
+  half_loss, half_grads = jax.jit(jax.value_and_grad(lambda p: loss(half, p)))(variables["params"])
+  assert half_loss.dtype == jnp.float32
+  assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
+             for g in jax.tree.leaves(half_grads))
+  np.testing.assert_allclose(half_loss, jax.jit(lambda p: loss(full, p))(variables["params"]),
+                             rtol=1e-2)
+
+
 def test_bad_configuration_and_input_errors():
   with pytest.raises(ValueError, match="divisible"):
     build("glow", image_shape=(6, 6, 1)).init(RNG, jnp.zeros((1, 6, 6, 1)), method="log_prob")
   with pytest.raises(ValueError, match="expected one of"):
     build("glow", gradient="sometimes").init(RNG, jnp.zeros((1, 4, 4, 1)), method="log_prob")
+  with pytest.raises(ValueError, match="unroll=0"):
+    build("glow", scan_unroll=0).init(RNG, jnp.zeros((1, 4, 4, 1)), method="log_prob")
   model = build("glow", num_classes=3)
   with pytest.raises(ValueError, match="pass labels"):
     model.init(RNG, jnp.zeros((1, 4, 4, 1)), method="log_prob")
