@@ -1,0 +1,150 @@
+"""Measurements of the jitted train step: throughput, compile time, memory and achieved FLOP/s.
+
+Each number comes from the step itself: wall time around `block_until_ready`, XLA's buffer
+assignment (`memory_analysis`) for its memory, and two FLOP counts. XLA's cost analysis counts
+the body of a loop once, whatever its trip count, so for flows whose steps run under
+`lax.scan` it reports about 1/K of the work; the achieved FLOP/s therefore use the matrix-product
+FLOPs counted on the step's jaxpr, where every scan body counts `length` times. Products and
+convolutions are nearly all of a flow's arithmetic; XLA's figure is reported beside it.
+"""
+
+import functools
+import statistics
+import time
+from typing import Any, Dict, Mapping
+
+import jax
+from jax.extend import core as jax_core
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from flaxflow import models, training
+
+Array = jax.Array
+
+
+def _timed(function, *args) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(function(*args))
+  return time.perf_counter() - start
+
+
+def matmul_flops_per_second(size: int = 2048, repeats: int = 10, dtype: Any = jnp.float32) -> float:
+  """The machine's FLOP/s on a `size` x `size` matrix product (median of `repeats`)."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
+  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), dtype)
+  matmul = jax.jit(jnp.dot)
+  jax.block_until_ready(matmul(a, b))
+  seconds = statistics.median(_timed(matmul, a, b) for _ in range(repeats))
+  return 2.0 * size ** 3 / seconds
+
+
+def _memory(compiled, gradient_bytes: int) -> Dict[str, int]:
+  """XLA's buffer sizes of the step, their peak, and the part of it that is not parameter-sized.
+
+  The arguments (train state and batch) and one gradient of the parameters grow with the
+  parameter count whatever the backward pass does; what is left of the peak is activations and
+  other temporaries, the memory that recomputing gradients keep flat in depth.
+  """
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return {}
+  sizes = {name: int(getattr(analysis, f"{name}_size_in_bytes", 0))
+           for name in ("argument", "output", "temp", "alias", "generated_code")}
+  sizes["peak"] = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+  sizes["peak_beyond_state_and_gradient"] = sizes["peak"] - sizes["argument"] - gradient_bytes
+  return sizes
+
+
+def _product_flops(equation) -> float:
+  """FLOPs (2 per multiply-add) of one dot_general or convolution equation, else 0."""
+  name = equation.primitive.name
+  if name not in ("dot_general", "conv_general_dilated"):
+    return 0.0
+  lhs, rhs = (variable.aval.shape for variable in equation.invars[:2])
+  out_size = np.prod(equation.outvars[0].aval.shape, dtype=np.float64)
+  if name == "dot_general":
+    (lhs_contracting, _), _ = equation.params["dimension_numbers"]
+    return 2.0 * out_size * np.prod([lhs[axis] for axis in lhs_contracting], dtype=np.float64)
+  kernel_spec = equation.params["dimension_numbers"].rhs_spec  # (out, in, *spatial) axes.
+  per_output = np.prod([rhs[axis] for axis in kernel_spec[1:]], dtype=np.float64)
+  return 2.0 * out_size * per_output
+
+
+def product_flops(jaxpr) -> float:
+  """Matrix-product and convolution FLOPs of a jaxpr, counting a scan body `length` times.
+
+  A `cond` counts its most expensive branch; other nested jaxprs (jit, remat, custom
+  derivatives) count once.
+  """
+  total = 0.0
+  for equation in jaxpr.eqns:
+    total += _product_flops(equation)
+    nested = [product_flops(sub) for sub in jax_core.jaxprs_in_params(equation.params)]
+    if not nested:
+      continue
+    if equation.primitive.name == "cond":
+      total += max(nested)
+    else:
+      total += sum(nested) * equation.params.get("length", 1)
+  return total
+
+
+def _xla_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # Older JAX returns one dict per computation.
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def benchmark_train_step(model_config: Mapping[str, Any], *, batch_size: int,
+                         warmup_steps: int = 2, timed_steps: int = 10,
+                         seed: int = 0) -> Dict[str, Any]:
+  """Times the full train step (forward, log-det, backward, Adam update) of one model.
+
+  The batch is random uint8 images with random labels; the step is the one training runs
+  (`flaxflow.training.train_step`), compiled once and timed step by step after warm-up.
+  """
+  model = models.create(model_config)
+  image_shape = tuple(model_config["image_shape"])
+  num_classes = model_config.get("num_classes", 0)
+  rng = np.random.default_rng(seed)
+  batch = {"image": jnp.asarray(rng.integers(0, 256, (batch_size,) + image_shape, np.uint8)),
+           "label": jnp.asarray(rng.integers(0, max(num_classes, 1), (batch_size,), np.int32))}
+  optimizer_config = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=1e-4, warmup_steps=0, schedule="constant", grad_clip_norm=50.0,
+      b1=0.9, b2=0.999, eps=1e-8))
+  optimizer = training.make_optimizer(optimizer_config, num_steps=1)
+  config = ml_collections.ConfigDict(dict(n_bits=8, class_loss_weight=0.3))
+  state = jax.jit(functools.partial(training.create_train_state, model, optimizer, n_bits=8,
+                                    use_ema=False))(batch, jax.random.PRNGKey(seed))
+  step = jax.jit(functools.partial(training.train_step, model=model, optimizer=optimizer,
+                                   loss_fn=training.make_loss_fn(config),
+                                   rng=jax.random.PRNGKey(seed + 1), ema_decay=0.0),
+                 donate_argnums=0)
+  flops = product_flops(jax.make_jaxpr(step)(state, batch).jaxpr)
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+  for _ in range(warmup_steps):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  step_seconds = []
+  for _ in range(timed_steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    step_seconds.append(time.perf_counter() - start)
+  median = statistics.median(step_seconds)
+  return {
+      "model": dict(model_config), "batch_size": batch_size,
+      "parameters": int(sum(np.prod(p.shape) for p in jax.tree.leaves(state.params))),
+      "device": jax.devices()[0].device_kind, "compile_seconds": compile_seconds,
+      "step_seconds": step_seconds, "median_step_seconds": median,
+      "images_per_second": batch_size / median, "flops_per_step": flops,
+      "xla_cost_analysis_flops_per_step": _xla_flops(compiled),
+      "achieved_flops_per_second": flops / median,
+      "memory_bytes": _memory(compiled, sum(p.nbytes for p in jax.tree.leaves(state.params))),
+      "final_loss": float(metrics["loss"]),
+  }
