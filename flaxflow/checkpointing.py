@@ -5,6 +5,7 @@ the training data iterator), so a resumed run continues the same data order. Orb
 a temporary directory and renames it only once complete, so an interrupted save is never listed.
 """
 
+import logging as python_logging
 import os
 import signal
 import threading
@@ -12,9 +13,22 @@ from typing import Any, Dict, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 STATE_ITEM = "state"
 DATA_ITEM = "data"
+
+
+class _QuietOrbaxInfo(python_logging.Filter):
+  """Drops Orbax's INFO lines (several per checkpoint read or written); keeps its warnings."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_info_logs() -> None:
+  """Keeps Orbax's per-save INFO lines out of absl's log, where they would bury progress lines."""
+  logging.get_absl_handler().addFilter(_QuietOrbaxInfo())
 
 
 def create_manager(directory: str, *, save_interval_steps: int,

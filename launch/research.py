@@ -3,17 +3,17 @@ batches, training runs of their own (cross_validate, ablate), and where outputs 
 
 import dataclasses
 import json
-import logging as python_logging
 import os
 from typing import Any, Callable, Iterator, Tuple
 
+import jax
 import ml_collections
 from absl import flags, logging
 from clu import metric_writers
 
 from data import datasets, pipeline
 from data.tf_cpu import tf
-from flaxflow import analysis, models, parallel, training
+from flaxflow import analysis, checkpointing, host_memory, models, parallel, training
 
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (evaluate, sample, transfer, "
                               "tsne), or where the runs go (cross_validate, ablate).",
@@ -42,18 +42,13 @@ def define_run_flags() -> RunFlags:
 Batches = Callable[[], Iterator[dict]]
 
 
-class _QuietCheckpointLogs(python_logging.Filter):
-  """Drops Orbax's INFO lines (one per checkpoint read or written); keeps its warnings."""
-
-  def filter(self, record: python_logging.LogRecord) -> bool:
-    return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def select_platform() -> None:
-  """--accelerator, before anything touches a device; and quiet checkpoint logs."""
-  logging.get_absl_handler().addFilter(_QuietCheckpointLogs())
+  """--accelerator, before anything touches a device; quiet checkpoint logs; CPU allocator."""
+  checkpointing.quiet_orbax_info_logs()
   if ACCELERATOR.value:
     parallel.select_platform(ACCELERATOR.value)
+  if jax.default_backend() == "cpu":
+    host_memory.retain_freed_memory()
 
 
 def start(run_flags: RunFlags) -> analysis.TrainedModel:

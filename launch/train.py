@@ -5,7 +5,6 @@ bundled digits. Any config field can be overridden, e.g. `--config.num_steps=200
 same command resumes from the latest checkpoint in --workdir.
 """
 
-import logging as python_logging
 import os
 
 import jax
@@ -14,7 +13,7 @@ from clu import metric_writers
 from ml_collections import config_flags
 
 from data import datasets, pipeline
-from flaxflow import models, parallel, training
+from flaxflow import checkpointing, host_memory, models, parallel, training
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "default.py")
@@ -30,13 +29,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
 
 
-class _QuietCheckpointLogs(python_logging.Filter):
-  """Drops Orbax's per-save INFO lines, which would bury the progress lines; keeps its warnings."""
-
-  def filter(self, record: python_logging.LogRecord) -> bool:
-    return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def start_devices() -> None:
   """Platform first, then the multi-host service, and only then the first device access."""
   if _ACCELERATOR.value:
@@ -45,6 +37,8 @@ def start_devices() -> None:
                                   _PROCESS_ID.value)
   if _ACCELERATOR.value:
     parallel.check_devices(_ACCELERATOR.value)
+  if jax.default_backend() == "cpu":
+    host_memory.retain_freed_memory()
 
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:
@@ -58,7 +52,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
-  logging.get_absl_handler().addFilter(_QuietCheckpointLogs())
+  checkpointing.quiet_orbax_info_logs()
   start_devices()
   if not parallel.is_primary():
     logging.set_verbosity(logging.WARNING)  # One progress log: process 0's.

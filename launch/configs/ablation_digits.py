@@ -10,20 +10,10 @@ from launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = common.base_config()
-  config.dataset = "digits"
-  config.n_bits = 4
-  config.batch_size = 64
-  config.eval_batch_size = 360
+  config = common.digits_config()
   config.num_steps = 500
-  config.ema_decay = 0.999
-  config.optimizer.learning_rate = 2e-3
-  config.optimizer.warmup_steps = 100
-  config.optimizer.schedule = "cosine"
-  config.log_every = 100
   config.checkpoint_every = 500
   config.sample_every = 0
-  config.samples_per_class = 10
   # Unconditional, like the paper's bits/dim: every row models p(x).
   config.model = ml_collections.ConfigDict(dict(
       name="glow", image_shape=(8, 8, 1), num_classes=0, levels=2, steps_per_level=4, width=32))
