@@ -1,0 +1,55 @@
+"""The benchmark's FLOP counting and records, and the allocator settings, on tiny inputs."""
+
+import json
+import platform
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from flaxflow import benchmarking, host_memory
+from launch import benchmark
+
+
+def test_product_flops_counts_every_scan_trip_and_backward_products():
+  steps, batch, features = 5, 4, 6
+
+  def loss(weights, x):
+    body = lambda h, w: (jnp.tanh(h @ w), None)
+    return jnp.sum(lax.scan(body, x, weights)[0])
+
+  weights, x = jnp.ones((steps, features, features)), jnp.ones((batch, features))
+  one_product = 2 * batch * features * features
+  forward = jax.make_jaxpr(loss)(weights, x).jaxpr
+  assert benchmarking.product_flops(forward) == steps * one_product
+  # The backward pass adds two products per step: the input's and the weight's cotangents.
+  backward = jax.make_jaxpr(jax.grad(loss))(weights, x).jaxpr
+  assert benchmarking.product_flops(backward) == 3 * steps * one_product
+
+
+def test_product_flops_of_a_convolution():
+  x, kernel = jnp.ones((2, 5, 7, 3)), jnp.ones((3, 3, 3, 4))
+  convolve = lambda x, k: lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  expected = 2 * (2 * 5 * 7 * 4) * (3 * 3 * 3)
+  assert benchmarking.product_flops(jax.make_jaxpr(convolve)(x, kernel).jaxpr) == expected
+
+
+def test_train_step_record(tmp_path):
+  output = tmp_path / "single.json"
+  benchmark.main(["--model=bplf", "--levels=1", "--steps=2", "--width=8", "--image_shape=4,4,1",
+                  "--num_classes=3", "--batch_size=4", "--warmup_steps=1", "--timed_steps=2",
+                  f"--output={output}"])
+  matmul, record = json.loads(output.read_text())
+  assert matmul["matmul_2048_float32_flops_per_second"] > 0
+  assert record["model"]["steps_per_level"] == 2 and len(record["step_seconds"]) == 2
+  assert record["images_per_second"] > 0 and np.isfinite(record["final_loss"])
+  # XLA's cost analysis sees the scanned step once; the jaxpr count sees it twice.
+  assert record["flops_per_step"] > record["xla_cost_analysis_flops_per_step"] > 0
+  memory = record["memory_bytes"]
+  assert memory["peak"] >= memory["peak_beyond_state_and_gradient"] > 0
+
+
+def test_allocator_settings_apply_exactly_where_the_c_library_is_glibc():
+  assert host_memory.retain_freed_memory() is (platform.libc_ver()[0] == "glibc")
