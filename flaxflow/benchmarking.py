@@ -11,7 +11,7 @@ convolutions are nearly all of a flow's arithmetic; XLA's figure is reported bes
 import functools
 import statistics
 import time
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping, Sequence
 
 import jax
 from jax.extend import core as jax_core
@@ -98,53 +98,73 @@ def _xla_flops(compiled) -> float:
   return float((cost or {}).get("flops", float("nan")))
 
 
+class CompiledTrainStep:
+  """One model's train step, compiled, with its state and a fixed batch: timed step by step.
+
+  The step is the one training runs (`flaxflow.training.train_step`: forward, log-det, backward,
+  Adam update) on random uint8 images with random labels. Keeping it compiled lets a benchmark
+  time it in rounds, interleaved with another framework's, so that both see the same load.
+  """
+
+  def __init__(self, model_config: Mapping[str, Any], *, batch_size: int, seed: int = 0):
+    self.model_config = dict(model_config)
+    self.batch_size = batch_size
+    model = models.create(model_config)
+    image_shape = tuple(model_config["image_shape"])
+    num_classes = model_config.get("num_classes", 0)
+    rng = np.random.default_rng(seed)
+    self.batch = {
+        "image": jnp.asarray(rng.integers(0, 256, (batch_size,) + image_shape, np.uint8)),
+        "label": jnp.asarray(rng.integers(0, max(num_classes, 1), (batch_size,), np.int32))}
+    optimizer_config = ml_collections.ConfigDict(dict(
+        name="adam", learning_rate=1e-4, warmup_steps=0, schedule="constant",
+        grad_clip_norm=50.0, b1=0.9, b2=0.999, eps=1e-8))
+    optimizer = training.make_optimizer(optimizer_config, num_steps=1)
+    config = ml_collections.ConfigDict(dict(n_bits=8, class_loss_weight=0.3))
+    self.state = jax.jit(functools.partial(training.create_train_state, model, optimizer,
+                                           n_bits=8, use_ema=False))(self.batch,
+                                                                     jax.random.PRNGKey(seed))
+    step = jax.jit(functools.partial(training.train_step, model=model, optimizer=optimizer,
+                                     loss_fn=training.make_loss_fn(config),
+                                     rng=jax.random.PRNGKey(seed + 1), ema_decay=0.0),
+                   donate_argnums=0)
+    self.flops_per_step = product_flops(jax.make_jaxpr(step)(self.state, self.batch).jaxpr)
+    start = time.perf_counter()
+    self.compiled = step.lower(self.state, self.batch).compile()
+    self.compile_seconds = time.perf_counter() - start
+    self.metrics = None
+
+  def run(self, num_steps: int) -> List[float]:
+    """Runs `num_steps` steps; the wall time of each, up to its results being ready."""
+    seconds = []
+    for _ in range(num_steps):
+      start = time.perf_counter()
+      self.state, self.metrics = self.compiled(self.state, self.batch)
+      jax.block_until_ready(self.metrics)
+      seconds.append(time.perf_counter() - start)
+    return seconds
+
+  def record(self, step_seconds: Sequence[float]) -> Dict[str, Any]:
+    """The measurements, with throughput from the median of `step_seconds`."""
+    median = statistics.median(step_seconds)
+    params = self.state.params
+    return {
+        "model": self.model_config, "batch_size": self.batch_size,
+        "parameters": int(sum(np.prod(p.shape) for p in jax.tree.leaves(params))),
+        "device": jax.devices()[0].device_kind, "compile_seconds": self.compile_seconds,
+        "step_seconds": list(step_seconds), "median_step_seconds": median,
+        "images_per_second": self.batch_size / median, "flops_per_step": self.flops_per_step,
+        "xla_cost_analysis_flops_per_step": _xla_flops(self.compiled),
+        "achieved_flops_per_second": self.flops_per_step / median,
+        "memory_bytes": _memory(self.compiled, sum(p.nbytes for p in jax.tree.leaves(params))),
+        "final_loss": float(self.metrics["loss"]),
+    }
+
+
 def benchmark_train_step(model_config: Mapping[str, Any], *, batch_size: int,
                          warmup_steps: int = 2, timed_steps: int = 10,
                          seed: int = 0) -> Dict[str, Any]:
-  """Times the full train step (forward, log-det, backward, Adam update) of one model.
-
-  The batch is random uint8 images with random labels; the step is the one training runs
-  (`flaxflow.training.train_step`), compiled once and timed step by step after warm-up.
-  """
-  model = models.create(model_config)
-  image_shape = tuple(model_config["image_shape"])
-  num_classes = model_config.get("num_classes", 0)
-  rng = np.random.default_rng(seed)
-  batch = {"image": jnp.asarray(rng.integers(0, 256, (batch_size,) + image_shape, np.uint8)),
-           "label": jnp.asarray(rng.integers(0, max(num_classes, 1), (batch_size,), np.int32))}
-  optimizer_config = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=1e-4, warmup_steps=0, schedule="constant", grad_clip_norm=50.0,
-      b1=0.9, b2=0.999, eps=1e-8))
-  optimizer = training.make_optimizer(optimizer_config, num_steps=1)
-  config = ml_collections.ConfigDict(dict(n_bits=8, class_loss_weight=0.3))
-  state = jax.jit(functools.partial(training.create_train_state, model, optimizer, n_bits=8,
-                                    use_ema=False))(batch, jax.random.PRNGKey(seed))
-  step = jax.jit(functools.partial(training.train_step, model=model, optimizer=optimizer,
-                                   loss_fn=training.make_loss_fn(config),
-                                   rng=jax.random.PRNGKey(seed + 1), ema_decay=0.0),
-                 donate_argnums=0)
-  flops = product_flops(jax.make_jaxpr(step)(state, batch).jaxpr)
-  start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
-  compile_seconds = time.perf_counter() - start
-  for _ in range(warmup_steps):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
-  step_seconds = []
-  for _ in range(timed_steps):
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    step_seconds.append(time.perf_counter() - start)
-  median = statistics.median(step_seconds)
-  return {
-      "model": dict(model_config), "batch_size": batch_size,
-      "parameters": int(sum(np.prod(p.shape) for p in jax.tree.leaves(state.params))),
-      "device": jax.devices()[0].device_kind, "compile_seconds": compile_seconds,
-      "step_seconds": step_seconds, "median_step_seconds": median,
-      "images_per_second": batch_size / median, "flops_per_step": flops,
-      "xla_cost_analysis_flops_per_step": _xla_flops(compiled),
-      "achieved_flops_per_second": flops / median,
-      "memory_bytes": _memory(compiled, sum(p.nbytes for p in jax.tree.leaves(state.params))),
-      "final_loss": float(metrics["loss"]),
-  }
+  """Compiles one model's train step, runs `warmup_steps`, then times `timed_steps`."""
+  step = CompiledTrainStep(model_config, batch_size=batch_size, seed=seed)
+  step.run(warmup_steps)
+  return step.record(step.run(timed_steps))

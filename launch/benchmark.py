@@ -11,18 +11,22 @@ extra (`pip install -e ".[bench]"`).
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 from typing import Any, Dict, List, Sequence
 
 import jax
 
 from flaxflow import benchmarking, host_memory
+from launch.arguments import int_tuple, positive_int
 
 # The two configurations of the peer comparison: class-conditional Glow, L=3, K=8, width 128.
 PEER_CONFIGS = (
     dict(image_shape=(32, 32, 3), num_classes=10),
     dict(image_shape=(48, 48, 1), num_classes=7),
 )
+FRAMEWORK = f"flaxflow (jax {jax.__version__})"
 
 
 def model_config(args, **overrides) -> Dict[str, Any]:
@@ -40,29 +44,62 @@ def run_jax(args, **overrides) -> Dict[str, Any]:
                                              batch_size=args.batch_size,
                                              warmup_steps=args.warmup_steps,
                                              timed_steps=args.timed_steps)
-  record["framework"] = f"flaxflow (jax {jax.__version__})"
+  record["framework"] = FRAMEWORK
   return record
 
 
 def run_peer(args, image_shape, num_classes) -> Dict[str, Any]:
-  from launch import benchmark_peer  # Imports torch: only when the peer runs.
-  return benchmark_peer.benchmark_peer(levels=args.levels, steps=args.steps, width=args.width,
-                                       image_shape=image_shape, num_classes=num_classes,
-                                       batch_size=args.batch_size,
-                                       warmup_steps=args.warmup_steps,
-                                       timed_steps=args.timed_steps)
+  """normflows' step, timed in a process of its own: no JAX threads, torch's own allocator."""
+  command = [sys.executable, "-m", "launch.benchmark_peer", f"--levels={args.levels}",
+             f"--steps={args.steps}", f"--width={args.width}",
+             f"--image_shape={','.join(map(str, image_shape))}", f"--num_classes={num_classes}",
+             f"--batch_size={args.batch_size}", f"--warmup_steps={args.warmup_steps}",
+             f"--timed_steps={args.timed_steps}"]
+  result = subprocess.run(command, capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if result.returncode:
+    raise RuntimeError(f"the peer benchmark failed ({' '.join(command)}); it needs the bench "
+                       f"extra, pip install -e \".[bench]\":\n{result.stderr[-2000:]}")
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compare_with_peer(args, image_shape, num_classes) -> List[Dict[str, Any]]:
+  """flaxflow's Glow and normflows' at one configuration, timed in alternating rounds.
+
+  The machine's speed drifts (other jobs, clocks), so each round times `timed_steps` of one
+  and then of the other; the ratio is of the medians over all rounds, and each round's own
+  ratio is reported too.
+  """
+  ours = benchmarking.CompiledTrainStep(
+      model_config(args, name="glow", image_shape=image_shape, num_classes=num_classes),
+      batch_size=args.batch_size)
+  ours.run(args.warmup_steps)
+  our_rounds, peer_rounds = [], []
+  for _ in range(args.rounds):
+    our_rounds.append(ours.run(args.timed_steps))
+    peer_rounds.append(run_peer(args, image_shape, num_classes))
+  our_record = ours.record([s for seconds in our_rounds for s in seconds])
+  our_record["framework"] = FRAMEWORK
+  peer_seconds = [s for record in peer_rounds for s in record["step_seconds"]]
+  peer_record = dict(peer_rounds[-1], step_seconds=peer_seconds,
+                     median_step_seconds=statistics.median(peer_seconds),
+                     images_per_second=args.batch_size / statistics.median(peer_seconds),
+                     load_average_1min=[record["load_average_1min"] for record in peer_rounds])
+  round_ratios = [statistics.median(theirs["step_seconds"]) / statistics.median(mine)
+                  for mine, theirs in zip(our_rounds, peer_rounds)]
+  comparison = {
+      "comparison": dict(image_shape=list(image_shape), num_classes=num_classes,
+                         scan_unroll=args.scan_unroll),
+      "images_per_second_ratio": our_record["images_per_second"] /
+                                 peer_record["images_per_second"],
+      "images_per_second_ratio_per_round": round_ratios,
+  }
+  return [our_record, peer_record, comparison]
 
 
 def peer_suite(args) -> List[Dict[str, Any]]:
-  records = []
-  for peer_config in PEER_CONFIGS:
-    ours = run_jax(args, name="glow", **peer_config)
-    theirs = run_peer(args, **peer_config)
-    comparison = {"comparison": peer_config,
-                  "images_per_second_ratio": ours["images_per_second"] /
-                                             theirs["images_per_second"]}
-    records += [ours, theirs, comparison]
-  return records
+  return [record for peer_config in PEER_CONFIGS
+          for record in compare_with_peer(args, **peer_config)]
 
 
 def depth_suite(args) -> List[Dict[str, Any]]:
@@ -82,30 +119,26 @@ def depth_suite(args) -> List[Dict[str, Any]]:
   return records
 
 
-def _int_tuple(text: str) -> tuple:
-  try:
-    return tuple(int(part) for part in text.split(","))
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,32,3, got {text!r}")
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--suite", choices=("peer", "depth", "single"), default="single")
   parser.add_argument("--model", choices=("glow", "bplf", "classifier"), default="glow")
-  parser.add_argument("--levels", type=int, default=3)
-  parser.add_argument("--steps", type=int, default=8, help="flow steps per level (K)")
-  parser.add_argument("--width", type=int, default=128)
-  parser.add_argument("--image_shape", type=_int_tuple, default=(32, 32, 3), help="H,W,C")
+  parser.add_argument("--levels", type=positive_int, default=3)
+  parser.add_argument("--steps", type=positive_int, default=8, help="flow steps per level (K)")
+  parser.add_argument("--width", type=positive_int, default=128)
+  parser.add_argument("--image_shape", type=int_tuple, default=(32, 32, 3), help="H,W,C")
   parser.add_argument("--num_classes", type=int, default=10)
-  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--batch_size", type=positive_int, default=32)
   parser.add_argument("--gradient", choices=("plain", "remat", "reversible"), default="plain")
-  parser.add_argument("--scan_unroll", type=int, default=1,
+  parser.add_argument("--scan_unroll", type=positive_int, default=1,
                       help="flow steps per scan iteration (K unrolls a level fully)")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                       help="compute dtype of the coupling networks (log-dets and loss stay float32)")
-  parser.add_argument("--warmup_steps", type=int, default=2)
-  parser.add_argument("--timed_steps", type=int, default=10)
+  parser.add_argument("--warmup_steps", type=positive_int, default=2)
+  parser.add_argument("--timed_steps", type=positive_int, default=10,
+                      help="steps timed (per round in the peer suite)")
+  parser.add_argument("--rounds", type=positive_int, default=3,
+                      help="peer suite: alternating rounds of flaxflow's and the peer's steps")
   parser.add_argument("--system_malloc", action="store_true",
                       help="keep the C library's default allocator settings (for comparison)")
   parser.add_argument("--output", default=None, help="write all records to this JSON file")

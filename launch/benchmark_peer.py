@@ -25,6 +25,8 @@ from typing import Any, Dict, Sequence
 import normflows as nf
 import torch
 
+from launch.arguments import int_tuple, positive_int
+
 
 def _cpu_name() -> str:
   """The CPU model from /proc/cpuinfo where there is one (Linux), else what platform knows."""
@@ -124,24 +126,17 @@ def benchmark_peer(levels: int = 3, steps: int = 8, width: int = 128,
   }
 
 
-def _int_tuple(text: str) -> tuple:
-  try:
-    return tuple(int(part) for part in text.split(","))
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected comma-separated integers like 32,32,3, got {text!r}")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--levels", type=int, default=3)
-  parser.add_argument("--steps", type=int, default=8)
-  parser.add_argument("--width", type=int, default=128)
-  parser.add_argument("--image_shape", type=_int_tuple, default=(32, 32, 3), help="H,W,C")
+  parser.add_argument("--levels", type=positive_int, default=3)
+  parser.add_argument("--steps", type=positive_int, default=8)
+  parser.add_argument("--width", type=positive_int, default=128)
+  parser.add_argument("--image_shape", type=int_tuple, default=(32, 32, 3), help="H,W,C")
   parser.add_argument("--num_classes", type=int, default=10)
-  parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--warmup_steps", type=int, default=3)
-  parser.add_argument("--timed_steps", type=int, default=10)
-  parser.add_argument("--threads", type=int, default=None)
+  parser.add_argument("--batch_size", type=positive_int, default=32)
+  parser.add_argument("--warmup_steps", type=positive_int, default=3)
+  parser.add_argument("--timed_steps", type=positive_int, default=10)
+  parser.add_argument("--threads", type=positive_int, default=None)
   args = parser.parse_args(argv)
   if len(args.image_shape) != 3:
     parser.error(f"--image_shape needs H,W,C, got {args.image_shape}")

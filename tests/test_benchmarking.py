@@ -6,6 +6,7 @@ import platform
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import lax
 
 from flaxflow import benchmarking, host_memory
@@ -53,3 +54,33 @@ def test_train_step_record(tmp_path):
 
 def test_allocator_settings_apply_exactly_where_the_c_library_is_glibc():
   assert host_memory.retain_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_peer_comparison_alternates_rounds_and_pools_their_steps(monkeypatch):
+  peer_calls = []
+
+  def fake_peer(args, image_shape, num_classes):
+    # A peer whose steps take 2, 4, 6 ms in its three rounds.
+    peer_calls.append((tuple(image_shape), num_classes))
+    seconds = 0.002 * len(peer_calls)
+    return {"framework": "peer", "step_seconds": [seconds] * 2, "load_average_1min": 0.5}
+
+  monkeypatch.setattr(benchmark, "run_peer", fake_peer)
+  args = benchmark.parse_args(["--levels=1", "--steps=2", "--width=8", "--batch_size=4",
+                               "--warmup_steps=1", "--timed_steps=2", "--rounds=3"])
+  ours, theirs, comparison = benchmark.compare_with_peer(args, (4, 4, 1), 3)
+  assert peer_calls == [((4, 4, 1), 3)] * 3
+  assert ours["model"]["name"] == "glow" and len(ours["step_seconds"]) == 6
+  assert theirs["step_seconds"] == [0.002] * 2 + [0.004] * 2 + [0.006] * 2
+  assert theirs["median_step_seconds"] == 0.004 and theirs["images_per_second"] == 4 / 0.004
+  assert len(comparison["images_per_second_ratio_per_round"]) == 3
+  assert np.isclose(comparison["images_per_second_ratio"],
+                    ours["images_per_second"] / theirs["images_per_second"])
+
+
+def test_benchmark_flags_reject_non_positive_counts(capsys):
+  for flag in ("--timed_steps=0", "--rounds=-1", "--image_shape=32,x,3"):
+    with pytest.raises(SystemExit) as exit:
+      benchmark.parse_args([flag])
+    assert exit.value.code == 2
+    assert "expected" in capsys.readouterr().err
