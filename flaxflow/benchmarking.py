@@ -8,7 +8,13 @@ FLOPs counted on the step's jaxpr, where every scan body counts `length` times. 
 convolutions are nearly all of a flow's arithmetic; XLA's figure is reported beside it.
 """
 
+import collections
 import functools
+import glob
+import gzip
+import json
+import os
+import re
 import statistics
 import time
 from typing import Any, Dict, List, Mapping, Sequence
@@ -161,10 +167,34 @@ class CompiledTrainStep:
     }
 
 
-def benchmark_train_step(model_config: Mapping[str, Any], *, batch_size: int,
-                         warmup_steps: int = 2, timed_steps: int = 10,
-                         seed: int = 0) -> Dict[str, Any]:
-  """Compiles one model's train step, runs `warmup_steps`, then times `timed_steps`."""
-  step = CompiledTrainStep(model_config, batch_size=batch_size, seed=seed)
-  step.run(warmup_steps)
-  return step.record(step.run(timed_steps))
+# An instruction of compiled HLO text, with the source operation it came from (op_name).
+_HLO_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%([\w.\-]+) = [^\n]*?op_name="([^"]*)"', re.M)
+
+
+def operation_profile(step: CompiledTrainStep, num_steps: int,
+                      trace_dir: str) -> List[Dict[str, Any]]:
+  """Time per train step of each XLA operation of `step`, from a profiler trace.
+
+  Runs `num_steps` steps under `jax.profiler`, writing the trace to `trace_dir` (TensorBoard's
+  profile plugin or Perfetto open it), and sums the trace's spans of each instruction of the
+  compiled module: a fusion, product, copy or loop. Each comes with `source`, the JAX operation
+  it was lowered from (e.g. ``.../g/Conv_1/dot_general``), and `kind`, its name without the
+  numeric suffix. XLA:CPU runs independent operations at once on different cores, so the times
+  can add up to more than the step's wall time. Sorted by time, longest first.
+  """
+  sources = dict(_HLO_INSTRUCTION.findall(step.compiled.as_text()))
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    step.run(num_steps)
+  traces = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+  with gzip.open(max(traces, key=os.path.getmtime)) as file:
+    trace = json.load(file)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  microseconds, calls = collections.Counter(), collections.Counter()
+  for event in events:
+    if event.get("ph") == "X" and event.get("name") in sources:
+      microseconds[event["name"]] += event.get("dur", 0)
+      calls[event["name"]] += 1
+  return [{"operation": name, "kind": re.sub(r"\.\d+$", "", name), "source": sources[name],
+           "milliseconds_per_step": total / 1e3 / num_steps,
+           "calls_per_step": calls[name] / num_steps}
+          for name, total in microseconds.most_common()]

@@ -3,12 +3,14 @@
   python -m launch.benchmark --suite=peer --output=/tmp/peer.json    # the two peer comparisons
   python -m launch.benchmark --suite=depth --output=/tmp/depth.json  # K=8 vs K=32: compile, memory
   python -m launch.benchmark --suite=single --model=bplf --steps=8 --width=128 --image_shape=32,32,3
+  python -m launch.benchmark --profile_dir=/tmp/trace   # + time per XLA operation of the step
 
 Prints one JSON record per measurement and writes them all to --output. The peer needs the `bench`
 extra (`pip install -e ".[bench]"`).
 """
 
 import argparse
+import collections
 import json
 import os
 import statistics
@@ -40,12 +42,34 @@ def model_config(args, **overrides) -> Dict[str, Any]:
 
 
 def run_jax(args, **overrides) -> Dict[str, Any]:
-  record = benchmarking.benchmark_train_step(model_config(args, **overrides),
-                                             batch_size=args.batch_size,
-                                             warmup_steps=args.warmup_steps,
-                                             timed_steps=args.timed_steps)
+  step = benchmarking.CompiledTrainStep(model_config(args, **overrides),
+                                        batch_size=args.batch_size)
+  step.run(args.warmup_steps)
+  record = step.record(step.run(args.timed_steps))
   record["framework"] = FRAMEWORK
+  if args.profile_dir:
+    operations = benchmarking.operation_profile(step, args.timed_steps, args.profile_dir)
+    print_profile(operations, record["median_step_seconds"])
+    record["operation_profile"] = operations
   return record
+
+
+def print_profile(operations: List[Dict[str, Any]], step_seconds: float, top: int = 25) -> None:
+  """The longest operations and the time by kind of operation, as text tables."""
+  by_kind = collections.Counter()
+  for operation in operations:
+    by_kind[operation["kind"]] += operation["milliseconds_per_step"]
+  total = sum(by_kind.values())
+  print(f"XLA operations: {total:.1f} ms per step in all (wall: {step_seconds * 1e3:.1f} ms; "
+        "operations on different cores overlap)")
+  print(f"{'ms/step':>8}  {'share':>6}  kind")
+  for kind, milliseconds in by_kind.most_common(top):
+    print(f"{milliseconds:8.2f}  {milliseconds / total:6.1%}  {kind}")
+  print(f"{'ms/step':>8}  {'calls':>5}  operation: source")
+  for operation in operations[:top]:
+    source = operation["source"].split("/")[-4:]
+    print(f"{operation['milliseconds_per_step']:8.2f}  {operation['calls_per_step']:5.0f}  "
+          f"{operation['operation']}: {'/'.join(source)}")
 
 
 def run_peer(args, image_shape, num_classes) -> Dict[str, Any]:
@@ -141,6 +165,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="peer suite: alternating rounds of flaxflow's and the peer's steps")
   parser.add_argument("--system_malloc", action="store_true",
                       help="keep the C library's default allocator settings (for comparison)")
+  parser.add_argument("--profile_dir", default=None,
+                      help="also trace the timed steps with jax.profiler into this folder and "
+                           "print the time of each XLA operation (single and depth suites)")
   parser.add_argument("--output", default=None, help="write all records to this JSON file")
   return parser.parse_args(argv)
 

@@ -37,11 +37,11 @@ def test_product_flops_of_a_convolution():
   assert benchmarking.product_flops(jax.make_jaxpr(convolve)(x, kernel).jaxpr) == expected
 
 
-def test_train_step_record(tmp_path):
+def test_train_step_record_and_operation_profile(tmp_path, capsys):
   output = tmp_path / "single.json"
   benchmark.main(["--model=bplf", "--levels=1", "--steps=2", "--width=8", "--image_shape=4,4,1",
                   "--num_classes=3", "--batch_size=4", "--warmup_steps=1", "--timed_steps=2",
-                  f"--output={output}"])
+                  f"--profile_dir={tmp_path / 'trace'}", f"--output={output}"])
   matmul, record = json.loads(output.read_text())
   assert matmul["matmul_2048_float32_flops_per_second"] > 0
   assert record["model"]["steps_per_level"] == 2 and len(record["step_seconds"]) == 2
@@ -50,6 +50,14 @@ def test_train_step_record(tmp_path):
   assert record["flops_per_step"] > record["xla_cost_analysis_flops_per_step"] > 0
   memory = record["memory_bytes"]
   assert memory["peak"] >= memory["peak_beyond_state_and_gradient"] > 0
+  # Every profiled operation is an instruction of the step, traced back to the model's layers.
+  operations = record["operation_profile"]
+  times = [operation["milliseconds_per_step"] for operation in operations]
+  assert operations and all(t > 0 for t in times) and times == sorted(times, reverse=True)
+  assert any("BPLF.log_prob" in operation["source"] for operation in operations)
+  assert any(operation["calls_per_step"] == 2 for operation in operations)  # In the scan body.
+  printed = capsys.readouterr().out
+  assert "XLA operations:" in printed and operations[0]["operation"] in printed
 
 
 def test_allocator_settings_apply_exactly_where_the_c_library_is_glibc():
