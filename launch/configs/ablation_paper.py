@@ -23,14 +23,7 @@ def get_config(dataset: str = "emotion_set/64") -> ml_collections.ConfigDict:
   if dataset not in _SETTINGS:
     raise ValueError(f"ablation_paper.py:{dataset}: expected one of {', '.join(_SETTINGS)}")
   image_shape, levels, steps_per_level, width, num_steps = _SETTINGS[dataset]
-  config = common.base_config()
-  config.dataset = dataset
-  config.n_bits = 8
-  config.batch_size = 64
-  config.num_steps = num_steps
-  config.ema_decay = 0.999
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 5000
+  config = common.accelerator_config(dataset, num_steps)
   config.sample_every = 10_000
   config.eval_every = 0
   config.model = ml_collections.ConfigDict(dict(

@@ -6,18 +6,8 @@ from launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = common.base_config()
-  config.dataset = "cifar10"
-  config.n_bits = 8
-  config.batch_size = 64
-  config.num_steps = 500_000
-  config.ema_decay = 0.999
-  config.optimizer.name = "adamax"
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 5000
-  config.sample_every = 5000
+  config = common.accelerator_config("cifar10", num_steps=500_000)
   config.samples_per_class = 16  # Unconditional: one row of samples.
-  config.eval_every = 10_000
   config.model = ml_collections.ConfigDict(dict(
       name="glow", image_shape=(32, 32, 3), num_classes=0, levels=3, steps_per_level=32,
       width=512, additive=False))

@@ -15,17 +15,7 @@ def get_config(image_size: str = "64") -> ml_collections.ConfigDict:
   if image_size not in _SIZES:
     raise ValueError(f"emotion_set_bplf.py:{image_size}: expected one of {', '.join(_SIZES)}")
   side = int(image_size)
-  config = common.base_config()
-  config.dataset = f"emotion_set/{side}"
-  config.n_bits = 8
-  config.batch_size = 64
-  config.num_steps = 400_000
-  config.ema_decay = 0.999
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 5000
-  config.sample_every = 5000
-  config.samples_per_class = 8
-  config.eval_every = 10_000
+  config = common.accelerator_config(f"emotion_set/{side}", num_steps=400_000)
   config.model = ml_collections.ConfigDict(dict(
       # Width 256: each step has one g per part, three 3x3 convs each, so this is already ~85M
       # parameters, about twice Glow's on CIFAR-10 (width 512 would give ~320M).

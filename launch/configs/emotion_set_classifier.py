@@ -10,18 +10,14 @@ from launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = common.base_config()
-  config.dataset = "emotion_set/64"
-  config.n_bits = 8
+  config = common.accelerator_config("emotion_set/64", num_steps=600_000)
   config.batch_size = 32
-  config.num_steps = 600_000
+  config.ema_decay = 0.0
   config.class_loss_weight = 0.3
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-4
   config.optimizer.warmup_steps = 2000
   config.sample_every = 10_000
-  config.samples_per_class = 8
-  config.eval_every = 10_000
   config.model = ml_collections.ConfigDict(dict(
       name="classifier", image_shape=(64, 64, 1), num_classes=7, levels=4, steps_per_level=32,
       width=512, conditional_steps=4, conditional_width=512))

@@ -6,17 +6,7 @@ from launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = common.base_config()
-  config.dataset = "mnist"
-  config.n_bits = 8
-  config.batch_size = 64
-  config.num_steps = 200_000
-  config.ema_decay = 0.999
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 5000
-  config.sample_every = 5000
-  config.samples_per_class = 8
-  config.eval_every = 10_000
+  config = common.accelerator_config("mnist", num_steps=200_000)
   config.model = ml_collections.ConfigDict(dict(
       name="bplf", image_shape=(28, 28, 1), num_classes=10, levels=2, steps_per_level=16,
       width=256, net="3x3", svd_rank=ml_collections.config_dict.placeholder(int)))
