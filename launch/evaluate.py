@@ -35,9 +35,7 @@ def format_report(report: dict) -> str:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  run = research.start(_RUN)
-  split = _SPLIT.value or run.config.eval_split
-  batches, info = research.split_batches(run.config, split)
+  run, split, batches, info = research.start_on_split(_RUN, _SPLIT)
   report = analysis.evaluate(run.model, run.variables, batches(), n_bits=run.config.n_bits,
                              class_names=info.class_names, rng=jax.random.PRNGKey(_SEED.value))
   report = {"workdir": research.WORKDIR.value, "step": run.step, "dataset": run.config.dataset,

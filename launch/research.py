@@ -59,6 +59,17 @@ def start(run_flags: RunFlags) -> analysis.TrainedModel:
   return run
 
 
+def start_on_split(run_flags: RunFlags, split_flag: flags.FlagHolder):
+  """`start`, then the split to read (--split, else the run's eval_split) as masked batches.
+
+  Returns (run, split, batches, info) as `start` and `split_batches` give them.
+  """
+  run = start(run_flags)
+  split = split_flag.value or run.config.eval_split
+  batches, info = split_batches(run.config, split)
+  return run, split, batches, info
+
+
 def split_batches(config: Any, split: str) -> Tuple[Batches, datasets.DatasetInfo]:
   """A function giving one masked pass over `split` of the run's dataset, and the dataset's info."""
   dataset, info = datasets.load(config.dataset, split, config.data_dir)

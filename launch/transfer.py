@@ -63,11 +63,9 @@ def choose_pairs(labels: np.ndarray, inputs: np.ndarray, pairs) -> np.ndarray:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  run = research.start(_RUN)
+  run, split, split_batches, info = research.start_on_split(_RUN, _SPLIT)
   config, n_bits = run.config, run.config.n_bits
-  train_batches, info = research.split_batches(config, "train")
-  split = _SPLIT.value or config.eval_split
-  split_batches, _ = research.split_batches(config, split)
+  train_batches, _ = research.split_batches(config, "train")
   names = info.class_names
   sums = analysis.class_latent_sums(run.model, run.variables, train_batches(),
                                     num_classes=len(names), n_bits=n_bits)

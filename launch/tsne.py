@@ -23,9 +23,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "t-SNE seed.")
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  run = research.start(_RUN)
-  split = _SPLIT.value or run.config.eval_split
-  batches, info = research.split_batches(run.config, split)
+  run, split, batches, info = research.start_on_split(_RUN, _SPLIT)
   latents = analysis.latent_features(run.model, run.variables, batches(), level=_LEVEL.value,
                                      use_labels=_USE_LABELS.value,
                                      n_bits=run.config.n_bits)
