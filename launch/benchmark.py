@@ -67,9 +67,17 @@ def print_profile(operations: List[Dict[str, Any]], step_seconds: float, top: in
     print(f"{milliseconds:8.2f}  {milliseconds / total:6.1%}  {kind}")
   print(f"{'ms/step':>8}  {'calls':>5}  operation: source")
   for operation in operations[:top]:
-    source = operation["source"].split("/")[-4:]
     print(f"{operation['milliseconds_per_step']:8.2f}  {operation['calls_per_step']:5.0f}  "
-          f"{operation['operation']}: {'/'.join(source)}")
+          f"{operation['operation']}: {short_source(operation['source'])}")
+
+
+def short_source(op_name: str) -> str:
+  """'backward level_steps_0 .../g/Conv_1/dot_general' from a JAX op_name: pass, level, layer."""
+  parts = op_name.split("/")
+  direction = "backward" if any(part.startswith("transpose(") for part in parts) else "forward"
+  levels = [part.split(".")[0] for part in parts
+            if part.startswith(("level_steps_", "split_priors_", "top_prior"))]
+  return " ".join([direction, *levels[:1], "/".join(parts[-3:])])
 
 
 def run_peer(args, image_shape, num_classes) -> Dict[str, Any]:
