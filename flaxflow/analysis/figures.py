@@ -55,7 +55,9 @@ def _scatter_by(axes, embedding: np.ndarray, values: np.ndarray, names: Sequence
   axes.set_xticks([])
   axes.set_yticks([])
   if len(names) <= _MAX_LEGEND_ENTRIES:
-    axes.legend(fontsize=7, markerscale=2, loc="best", frameon=False)
+    # Outside the axes: inside, points of the scatter show between the entries.
+    axes.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                frameon=False)
 
 
 def save_embedding(path: str, embedding: np.ndarray, labels: np.ndarray,
