@@ -58,12 +58,17 @@ def brute_force_log_prob(model, variables, x, labels):
   return with_log_abs_det(*jax.jit(jax.vmap(log_prob_of_one))(x, cond))
 
 
-@pytest.mark.parametrize("name,overrides", FLOWS)
-def test_log_prob_matches_change_of_variables(name, overrides):
+def initialised_on_tiny_images(name, overrides):
+  """The model, a tiny batch, labels for it (None if unconditional) and variables."""
   model = build(name, **overrides)
   x = tiny_images(RNG)
   labels = labels_for(model, x.shape[0])
-  variables = init(model, x, labels)
+  return model, x, labels, init(model, x, labels)
+
+
+@pytest.mark.parametrize("name,overrides", FLOWS)
+def test_log_prob_matches_change_of_variables(name, overrides):
+  model, x, labels, variables = initialised_on_tiny_images(name, overrides)
   log_prob = jax.jit(lambda v, x: model.apply(v, x, labels, method="log_prob"))(variables, x)
   assert log_prob.shape == (x.shape[0],) and log_prob.dtype == jnp.float32
   np.testing.assert_allclose(log_prob, brute_force_log_prob(model, variables, x, labels),
@@ -72,10 +77,7 @@ def test_log_prob_matches_change_of_variables(name, overrides):
 
 @pytest.mark.parametrize("name,overrides", FLOWS)
 def test_decode_inverts_encode_and_sampling_is_finite(name, overrides):
-  model = build(name, **overrides)
-  x = tiny_images(RNG)
-  labels = labels_for(model, x.shape[0])
-  variables = init(model, x, labels)
+  model, x, labels, variables = initialised_on_tiny_images(name, overrides)
   latents, log_det = jax.jit(lambda v, x: model.apply(v, x, labels, method="encode"))(variables, x)
   assert len(latents) == model.levels and log_det.shape == (x.shape[0],)
   decoded = jax.jit(lambda v, z: model.apply(v, z, labels, method="decode"))(variables, latents)
