@@ -1,28 +1,40 @@
-"""A drop-in `flax.linen.Conv` whose stride-1 convolutions train fast on XLA:CPU.
+"""Convolutions that train fast on XLA:CPU: drop-ins for `flax.linen.Conv` and `ConvTranspose`.
 
-XLA:CPU runs the kernel gradient of a convolution as another convolution whose window is the
-whole image, several times slower than the forward pass; a 1x1 convolution is also slower as a
-convolution than as the matrix product it is. Coupling networks are all such layers, and their
-3x3 convolutions have one narrow side (a few image channels against a hidden width of 128 or
-more). Here a k x k convolution is written as k*k zero-padded shifted copies of its narrower
-tensor and one matrix product:
+XLA:CPU is weak at convolutions. Its kernel gradient runs as another convolution whose window
+is the whole image; its strided and transposed (input-dilated) convolutions are several times
+slower than the same arithmetic as matrix products; and inside a `while` loop (a `lax.scan` over
+a flow's steps) a convolution's backward pass runs tens of times slower than outside one. Matrix
+products have none of these problems, so on CPU every 2-D convolution of the flows and the GANs
+is written here as zero-padded windows of its input and matrix products:
 
-* narrow input: ``concat_taps(shift(x)) @ kernel``;
-* narrow output: ``z = x @ kernel`` with every tap's output channels side by side, then the sum
-  of the k*k shifted slices of ``z``.
+* One axis at a time, each kernel tap reads the input at a fixed offset. A stride s splits the
+  input into s phases (pixels s*u + b); tap t reads phase (t - low) mod s at offset
+  floor((t - low) / s), so a strided convolution is a stride-1 one over the phases. An input
+  dilation d (a transposed convolution) splits the *output* into d phases (pixels d*q + r), each a
+  stride-1 convolution of the input with the taps that land on it; the phases are interleaved.
+* For each output phase, the taps' windows are joined along channels and multiplied by the
+  matching kernel rows in one product (narrow input: ``concat_taps(window(x)) @ kernel``), or
+  the input is multiplied by every tap's kernel side by side and the windows of that product are
+  summed (narrow output: ``sum_taps(window(x @ kernel_taps))``), whichever copies fewer values.
 
-Ordinary autodiff of that expression turns the backward pass into the same two patterns (the
-kernel gradient becomes one matrix product over batch and pixels), so forward, input gradient
-and kernel gradient are all large matrix products, and forward-mode autodiff (``jacfwd``) works
-as for any JAX function. Convolutions whose two sides are both wide, and every case this path
-does not cover (strides, dilations, groups, other layouts or paddings), go to
-`lax.conv_general_dilated` unchanged, and so does every convolution on other backends (GPU,
-TPU), whose convolution kernels have none of XLA:CPU's weaknesses.
+Autodiff turns these into the same patterns (windows become pads, concatenates become splits),
+so the backward pass is again matrix products over batch and pixels, and forward-mode autodiff
+(`jacfwd`) works as for any JAX function. On other backends (GPU, TPU) the native convolution
+runs: their kernels have none of XLA:CPU's weaknesses.
+
+The choice was measured (`python -m launch.benchmark --suite=conv`, results in
+launch/RESULTS.md): on a 2-core CPU the products beat `lax.conv_general_dilated` for every layer
+of the flows and GANs, inside a scan by 10-100x for square 3x3 kernels, and outside one by
+1.5-40x for strided and transposed layers; convolutions with kernel dilation or feature groups,
+which no model uses, keep lax's path.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+import contextlib
+import dataclasses
+import itertools
+from typing import Any, List, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -31,105 +43,195 @@ from jax import lax
 
 Array = jax.Array
 
-# The taps of the narrower side are copied k*k times; past this many times the wider side's
-# channels those copies cost more memory traffic than XLA's own convolution.
-MAX_TAPS_TO_WIDE_RATIO = 4
-
-# flax.linen.Conv's layout for 2-D inputs: NHWC activations, HWIO kernels.
+# flax.linen's layout for 2-D inputs: NHWC activations, HWIO kernels.
 _NHWC_DIMENSION_NUMBERS = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 
 
-def _same_padding(kernel_size: int) -> Tuple[int, int]:
-  """lax's SAME padding of one spatial axis at stride 1: the extra pixel goes after."""
-  return (kernel_size - 1) // 2, kernel_size // 2
+# Read when a function is traced: `lax_convolutions` switches it for benchmarks' A/B runs.
+_products_on_cpu = True
 
 
-def _tap_offsets(kernel_height: int, kernel_width: int) -> list:
-  """(dh, dw) of every kernel tap, row-major: tap (i, j) reads pixel (h + dh, w + dw)."""
-  top, left = _same_padding(kernel_height)[0], _same_padding(kernel_width)[0]
-  return [(i - top, j - left) for i in range(kernel_height) for j in range(kernel_width)]
+@contextlib.contextmanager
+def lax_convolutions():
+  """Within this block, functions traced use lax's convolution on every backend.
+
+  For comparisons only: functions already traced (and jitted) keep the path they were traced
+  with, so trace the function under comparison inside the block.
+  """
+  global _products_on_cpu
+  previous, _products_on_cpu = _products_on_cpu, False
+  try:
+    yield
+  finally:
+    _products_on_cpu = previous
 
 
-def _shift(x: Array, dh: int, dw: int) -> Array:
-  """out[:, h, w] = x[:, h + dh, w + dw], zero where that falls outside the image."""
+@dataclasses.dataclass(frozen=True)
+class _AxisTerm:
+  """Along one axis: kernel tap `tap` reads input phase `phase` at `offset` from the output."""
+  tap: int
+  phase: int
+  offset: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _AxisPlan:
+  """One spatial axis of a convolution as stride-1 correlations of input phases.
+
+  Output pixel ``num_output_phases * q + r`` is ``sum(x_phase[q + offset] * kernel[tap])`` over
+  the terms of output phase r, where ``x_phase[u] = x[num_input_phases * u + phase]`` and reads
+  outside the input are zero.
+  """
+  output_size: int
+  num_input_phases: int
+  output_phases: Tuple[Tuple[int, Tuple[_AxisTerm, ...]], ...]  # (phase size, its terms)
+
+
+def _axis_plan(size: int, kernel: int, stride: int, input_dilation: int,
+               padding: Tuple[int, int]) -> Optional[_AxisPlan]:
+  """The plan of one axis, or None when it is both strided and input-dilated."""
+  low, high = padding
+  output_size = ((size - 1) * input_dilation + 1 + low + high - kernel) // stride + 1
+  if input_dilation == 1:
+    terms = tuple(_AxisTerm(t, (t - low) % stride, (t - low) // stride) for t in range(kernel))
+    return _AxisPlan(output_size, stride, ((output_size, terms),))
+  if stride != 1:
+    return None
+  # Output pixel y reads dilated pixel y + t - low, a real input pixel when it is a multiple
+  # of the dilation.
+  phases = []
+  for r in range(input_dilation):
+    terms = tuple(_AxisTerm(t, 0, (r + t - low) // input_dilation) for t in range(kernel)
+                  if (r + t - low) % input_dilation == 0)
+    phases.append((max(0, -(-(output_size - r) // input_dilation)), terms))
+  return _AxisPlan(output_size, 1, tuple(phases))
+
+
+def _window(x: Array, offsets: Sequence[int], sizes: Sequence[int]) -> Array:
+  """x[:, o_h : o_h + n_h, o_w : o_w + n_w], zero where that falls outside x."""
   zero = jnp.zeros((), x.dtype)
-  no_pad = ((0, 0, 0),) * (x.ndim - 3)
-  return lax.pad(x, zero, ((0, 0, 0), (-dh, dh, 0), (-dw, dw, 0)) + no_pad)
+  (offset_h, offset_w), (size_h, size_w) = offsets, sizes
+  return lax.pad(x, zero, ((0, 0, 0), (-offset_h, offset_h + size_h - x.shape[1], 0),
+                           (-offset_w, offset_w + size_w - x.shape[2], 0), (0, 0, 0)))
 
 
-def _matmul(a: Array, b: Array, contract_b: int, precision: Any, accumulation: Any) -> Array:
-  """a (m, k) times b with b's axis ``contract_b`` of size k."""
-  return lax.dot_general(a, b, (((1,), (contract_b,)), ((), ())), precision=precision,
+def _input_phases(x: Array, phases_h: int, phases_w: int) -> List[Array]:
+  """x's pixels (phases_h * u + b_h, phases_w * v + b_w) for every (b_h, b_w), row-major.
+
+  Joined along channels and split, so that their gradient is one concatenate (slicing each
+  phase would transpose into one zero-padded full-size tensor per phase).
+  """
+  if phases_h == phases_w == 1:
+    return [x]
+  batch, height, width, channels = x.shape
+  padded_h, padded_w = -(-height // phases_h) * phases_h, -(-width // phases_w) * phases_w
+  x = _window(x, (0, 0), (padded_h, padded_w))
+  x = x.reshape(batch, padded_h // phases_h, phases_h, padded_w // phases_w, phases_w, channels)
+  x = x.transpose(0, 1, 3, 2, 4, 5).reshape(batch, padded_h // phases_h, padded_w // phases_w, -1)
+  return jnp.split(x, phases_h * phases_w, axis=-1)
+
+
+def _interleave(phases: Sequence[Array], phases_h: int, phases_w: int,
+                size_h: int, size_w: int) -> Array:
+  """The output whose pixel (phases_h * q + r_h, phases_w * p + r_w) is phases[r_h, r_w][q, p]."""
+  if phases_h == phases_w == 1:
+    return phases[0]
+  rows, cols = -(-size_h // phases_h), -(-size_w // phases_w)
+  full = [_window(phase, (0, 0), (rows, cols)) for phase in phases]
+  batch, channels = full[0].shape[0], full[0].shape[-1]
+  out = jnp.stack(full, axis=3).reshape(batch, rows, cols, phases_h, phases_w, channels)
+  out = out.transpose(0, 1, 3, 2, 4, 5).reshape(batch, rows * phases_h, cols * phases_w, channels)
+  return out[:, :size_h, :size_w]
+
+
+def _matmul(a: Array, b: Array, precision: Any, accumulation: Any) -> Array:
+  """a (..., k) times b (k, n)."""
+  return lax.dot_general(a, b, (((a.ndim - 1,), (0,)), ((), ())), precision=precision,
                          preferred_element_type=accumulation)
 
 
-def _shifted_copies_conv(x: Array, kernel: Array, precision: Any, out_dtype: Any) -> Array:
-  """The SAME stride-1 convolution, shifting copies of the narrower of input and output.
-
-  Written for autodiff: the products are 2-D and the taps are joined by `concatenate` or
-  separated by `split`, each the other's transpose, so the backward pass is again one product
-  per operand and one concatenate or split (slicing per tap would transpose into one
-  zero-padded full-size tensor per tap).
-  """
-  batch, height, width, in_channels = x.shape
-  kh, kw, _, out_channels = kernel.shape
-  pixels = batch * height * width
-  offsets = _tap_offsets(kh, kw)
+def _conv_as_products(x: Array, kernel: Array, plan_h: _AxisPlan, plan_w: _AxisPlan,
+                      precision: Any, out_dtype: Any) -> Array:
+  """The convolution that `plan_h` and `plan_w` describe, as windows and matrix products."""
+  in_channels, out_channels = kernel.shape[2:]
+  phases_h, phases_w = plan_h.num_input_phases, plan_w.num_input_phases
+  inputs = _input_phases(x, phases_h, phases_w)
   # Products accumulate in at least float32, as lax's convolution does for bfloat16.
   accumulation = jnp.promote_types(out_dtype, jnp.float32)
-  if in_channels <= out_channels:
-    patches = jnp.concatenate([_shift(x, dh, dw) for dh, dw in offsets], axis=-1)
-    out = _matmul(patches.reshape(pixels, -1), kernel.reshape(-1, out_channels), 0, precision,
-                  accumulation)
-    return out.reshape(batch, height, width, out_channels).astype(out_dtype)
-  # The kernel as (taps * out_channels, in_channels) makes autodiff's kernel gradient a
-  # (taps * out_channels, in_channels) product, the faster orientation on XLA:CPU.
-  per_tap_kernel = kernel.transpose(0, 1, 3, 2).reshape(-1, in_channels)
-  per_tap_out = _matmul(x.reshape(pixels, in_channels), per_tap_kernel, 1, precision,
-                        accumulation).reshape(batch, height, width, -1)
-  taps = jnp.split(per_tap_out, len(offsets), axis=-1)
-  out = sum(_shift(tap, dh, dw) for tap, (dh, dw) in zip(taps, offsets))
+  output_phases = list(itertools.product(plan_h.output_phases, plan_w.output_phases))
+  terms_of = [[(term_h, term_w) for term_h in terms_h for term_w in terms_w]
+              for (_, terms_h), (_, terms_w) in output_phases]
+  narrow_input = in_channels <= out_channels
+  if not narrow_input:
+    # Every tap's output channels side by side, once per input phase; the kernel as
+    # (in_channels, taps * out_channels) keeps its gradient one product.
+    all_terms = sorted({pair for terms in terms_of for pair in terms},
+                       key=lambda pair: (pair[0].tap, pair[1].tap))
+    per_tap = {}
+    for phase_index, phase_input in enumerate(inputs):
+      taps = [(h, w) for h, w in all_terms if h.phase * phases_w + w.phase == phase_index]
+      if not taps:
+        continue
+      stacked = jnp.concatenate([kernel[h.tap, w.tap] for h, w in taps], axis=1)
+      products = jnp.split(_matmul(phase_input, stacked, precision, accumulation), len(taps),
+                           axis=-1)
+      per_tap.update(zip(taps, products))
+
+  outputs = []
+  for ((size_h, _), (size_w, _)), terms in zip(output_phases, terms_of):
+    if not terms or size_h == 0 or size_w == 0:
+      outputs.append(jnp.zeros((x.shape[0], size_h, size_w, out_channels), accumulation))
+      continue
+    sizes = (size_h, size_w)
+    if narrow_input:
+      patches = jnp.concatenate(
+          [_window(inputs[h.phase * phases_w + w.phase], (h.offset, w.offset), sizes)
+           for h, w in terms], axis=-1)
+      rows = jnp.concatenate([kernel[h.tap, w.tap] for h, w in terms], axis=0)
+      outputs.append(_matmul(patches, rows, precision, accumulation))
+    else:
+      outputs.append(sum(_window(per_tap[h, w], (h.offset, w.offset), sizes) for h, w in terms))
+  out = _interleave(outputs, len(plan_h.output_phases), len(plan_w.output_phases),
+                    plan_h.output_size, plan_w.output_size)
   return out.astype(out_dtype)
 
 
-def shifts_pay_off(kernel_shape: Sequence[int]) -> bool:
-  """Whether `conv2d_same` takes the shifted-copies path for an HWIO ``kernel_shape``."""
-  kh, kw, in_channels, out_channels = kernel_shape
-  narrow, wide = sorted((in_channels, out_channels))
-  return kh * kw * narrow <= MAX_TAPS_TO_WIDE_RATIO * wide
-
-
-def conv2d_same(x: Array, kernel: Array, precision: Any = None,
-                preferred_element_type: Any = None) -> Array:
-  """Stride-1 SAME convolution of NHWC ``x`` with an HWIO ``kernel``, as lax computes it.
-
-  Args:
-    x: (batch, height, width, in_channels).
-    kernel: (kernel_height, kernel_width, in_channels, out_channels).
-    precision: passed to the matrix products (or to lax's convolution).
-    preferred_element_type: the output dtype; that of ``x`` and ``kernel`` when None.
-
-  Returns:
-    (batch, height, width, out_channels).
-  """
-  if x.ndim != 4 or kernel.ndim != 4:
-    raise ValueError(f"conv2d_same needs an NHWC x and an HWIO kernel, got shapes {x.shape} "
-                     f"and {kernel.shape}")
-  if x.shape[-1] != kernel.shape[2]:
-    raise ValueError(f"x has {x.shape[-1]} channels but the kernel of shape {kernel.shape} "
-                     f"expects {kernel.shape[2]}")
-  out_dtype = preferred_element_type or jnp.result_type(x, kernel)
-  if jax.default_backend() != "cpu" or not shifts_pay_off(kernel.shape):
-    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                    dimension_numbers=_NHWC_DIMENSION_NUMBERS,
-                                    precision=precision, preferred_element_type=out_dtype)
-  return _shifted_copies_conv(x, kernel, precision, out_dtype)
-
-
-def _is_same_padding(padding: Any, kernel_hw: Sequence[int]) -> bool:
+def _explicit_padding(padding: Any, in_hw: Sequence[int], kernel_hw: Sequence[int],
+                      strides: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
   if isinstance(padding, str):
-    return padding.upper() == "SAME"
-  return [tuple(p) for p in padding] == [_same_padding(k) for k in kernel_hw]
+    return tuple(lax.padtype_to_pads(in_hw, kernel_hw, strides, padding))
+  return tuple((int(low), int(high)) for low, high in padding)
+
+
+def products_plan(lhs_shape: Sequence[int], rhs_shape: Sequence[int],
+                  window_strides: Sequence[int], padding: Any,
+                  lhs_dilation: Optional[Sequence[int]] = None,
+                  rhs_dilation: Optional[Sequence[int]] = None, dimension_numbers: Any = None,
+                  feature_group_count: int = 1,
+                  batch_group_count: int = 1) -> Optional[Tuple[_AxisPlan, _AxisPlan]]:
+  """The per-axis plans of a convolution written as products, None where lax's path is kept.
+
+  Covered: 2-D NHWC/HWIO (flax's layout), any strides, input dilation (transposed convolution)
+  on unstrided axes, any padding; not covered: kernel dilation, feature or batch groups.
+  """
+  if len(lhs_shape) != 4 or len(rhs_shape) != 4:
+    return None
+  if lax.conv_dimension_numbers(lhs_shape, rhs_shape,
+                                dimension_numbers) != _NHWC_DIMENSION_NUMBERS:
+    return None
+  lhs_dilation = tuple(lhs_dilation or (1, 1))
+  if (any(d != 1 for d in (rhs_dilation or (1, 1))) or feature_group_count != 1
+      or batch_group_count != 1):
+    return None
+  if isinstance(padding, str) and any(d != 1 for d in lhs_dilation):
+    return None  # lax itself rejects this combination; let it say so.
+  in_hw, kernel_hw = tuple(lhs_shape[1:3]), tuple(rhs_shape[:2])
+  pads = _explicit_padding(padding, in_hw, kernel_hw, window_strides)
+  plans = tuple(_axis_plan(*axis) for axis in zip(in_hw, kernel_hw, window_strides,
+                                                   lhs_dilation, pads))
+  if any(plan is None or plan.output_size <= 0 for plan in plans):
+    return None
+  return plans
 
 
 def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int], padding: Any,
@@ -138,29 +240,55 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int], 
                          dimension_numbers: Any = None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision: Any = None,
                          preferred_element_type: Any = None) -> Array:
-  """`lax.conv_general_dilated`, through `conv2d_same` where that applies.
+  """`lax.conv_general_dilated`, as matrix products on CPU wherever `products_plan` applies."""
+  plans = None
+  if _products_on_cpu and jax.default_backend() == "cpu":
+    plans = products_plan(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation,
+                          rhs_dilation, dimension_numbers, feature_group_count,
+                          batch_group_count)
+  if plans is None:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                    rhs_dilation, dimension_numbers, feature_group_count,
+                                    batch_group_count, precision, preferred_element_type)
+  if lhs.shape[-1] != rhs.shape[2]:
+    raise ValueError(f"the input has {lhs.shape[-1]} channels but the kernel of shape "
+                     f"{rhs.shape} expects {rhs.shape[2]}")
+  out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
+  return _conv_as_products(lhs, rhs, *plans, precision, out_dtype)
 
-  That is: 2-D, NHWC/HWIO (flax's layout), unit strides and dilations, no groups, SAME
-  padding. Everything else is passed to lax as is.
+
+def conv_transpose(x: Array, kernel: Array, strides: Sequence[int], padding: Any,
+                   precision: Any = None, preferred_element_type: Any = None) -> Array:
+  """`lax.conv_transpose` of NHWC ``x`` with an HWIO ``kernel`` (``transpose_kernel=False``).
+
+  A transposed convolution is an input-dilated one, padded as lax.conv_transpose pads it for
+  a ``padding`` of "SAME", "VALID" or explicit (low, high) pairs.
   """
-  kernel_hw = rhs.shape[:2]
-  fast = (lhs.ndim == 4 and rhs.ndim == 4
-          and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-          == _NHWC_DIMENSION_NUMBERS
-          and all(s == 1 for s in window_strides)
-          and all(d == 1 for d in (lhs_dilation or (1, 1)))
-          and all(d == 1 for d in (rhs_dilation or (1, 1)))
-          and feature_group_count == 1 and batch_group_count == 1
-          and _is_same_padding(padding, kernel_hw))
-  if fast:
-    return conv2d_same(lhs, rhs, precision, preferred_element_type)
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                  dimension_numbers, feature_group_count, batch_group_count,
-                                  precision, preferred_element_type)
+  if isinstance(padding, str):
+    pads = tuple(_transpose_padding(k, s, padding.upper())
+                 for k, s in zip(kernel.shape[:2], strides))
+  else:
+    pads = tuple((int(low), int(high)) for low, high in padding)
+  return conv_general_dilated(x, kernel, (1, 1), pads, tuple(strides),
+                              dimension_numbers=_NHWC_DIMENSION_NUMBERS, precision=precision,
+                              preferred_element_type=preferred_element_type)
+
+
+def _transpose_padding(kernel: int, stride: int, padding: str) -> Tuple[int, int]:
+  """lax.conv_transpose's padding of one axis of the dilated input, for SAME or VALID."""
+  if padding == "SAME":
+    total = kernel + stride - 2
+    low = kernel - 1 if stride > kernel - 1 else -(-total // 2)
+  elif padding == "VALID":
+    total = kernel + stride - 2 + max(kernel - stride, 0)
+    low = kernel - 1
+  else:
+    raise ValueError(f"padding must be 'SAME', 'VALID' or (low, high) pairs, got {padding!r}")
+  return low, total - low
 
 
 class Conv(nn.Conv):
-  """`flax.linen.Conv` (same attributes, parameters and initialisers) using `conv2d_same`.
+  """`flax.linen.Conv` (same attributes, parameters and initialisers), fast on CPU.
 
   ``Conv(features, (3, 3), padding="SAME", dtype=..., param_dtype=...)`` creates ``kernel``
   ``(kh, kw, in, features)`` and ``bias`` ``(features,)`` exactly as `flax.linen.Conv` does, so
@@ -168,3 +296,34 @@ class Conv(nn.Conv):
   """
 
   conv_general_dilated: Any = conv_general_dilated
+
+
+class ConvTranspose(nn.Module):
+  """`flax.linen.ConvTranspose` for NHWC images (same parameters and result), fast on CPU.
+
+  Attributes are flax's: ``features``, ``kernel_size``, ``strides``, ``padding`` ("SAME",
+  "VALID" or (low, high) pairs), ``use_bias``, ``dtype``, ``param_dtype``, ``precision``,
+  ``kernel_init``, ``bias_init``; the kernel is (kh, kw, in, features), not transposed.
+  """
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  padding: Any = "SAME"
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    if x.ndim != 4:
+      raise ValueError(f"ConvTranspose needs NHWC images, got shape {x.shape}")
+    kernel = self.param("kernel", self.kernel_init,
+                        (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv_transpose(x, kernel, self.strides, self.padding, self.precision)
+    return y if bias is None else y + bias
