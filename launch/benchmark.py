@@ -1,12 +1,13 @@
-"""Benchmarks flaxflow's jitted train step, against normflows' PyTorch Glow in the same run.
+"""Benchmarks flaxflow's jitted train step against PyTorch peers in the same run, and its convolutions.
 
-  python -m launch.benchmark --suite=peer --output=/tmp/peer.json    # the two peer comparisons
+  python -m launch.benchmark --suite=peer --output=/tmp/peer.json    # Glow and BPLF vs PyTorch
+  python -m launch.benchmark --suite=conv --output=/tmp/conv.json    # every layer, both paths
   python -m launch.benchmark --suite=depth --output=/tmp/depth.json  # K=8 vs K=32: compile, memory
   python -m launch.benchmark --suite=single --model=bplf --steps=8 --width=128 --image_shape=32,32,3
   python -m launch.benchmark --profile_dir=/tmp/trace   # + time per XLA operation of the step
 
-Prints one JSON record per measurement and writes them all to --output. The peer needs the `bench`
-extra (`pip install -e ".[bench]"`).
+Prints one JSON record per measurement and writes them all to --output. The peers (normflows'
+Glow, a torch.nn BPLF, torch.nn's convolutions) need the `bench` extra (`pip install -e ".[bench]"`).
 """
 
 import argparse
@@ -16,17 +17,42 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Any, Dict, List, Sequence
+import tempfile
+from typing import Any, Dict, Iterator, List, Sequence
 
 import jax
 
-from flaxflow import benchmarking, host_memory
+from launch import benchmarking, host_memory
 from launch.arguments import int_tuple, positive_int
 
-# The two configurations of the peer comparison: class-conditional Glow, L=3, K=8, width 128.
+# The two configurations of the peer comparison: class-conditional flows, L=3, K=8, width 128.
 PEER_CONFIGS = (
     dict(image_shape=(32, 32, 3), num_classes=10),
     dict(image_shape=(48, 48, 1), num_classes=7),
+)
+# Every model family of the conv suite, at the peer sizes and at MNIST size (L=2, K=4, width 64).
+_FAMILIES = (dict(name="glow"), dict(name="bplf", net="3x3"), dict(name="bplf", net="3x3-1x1"),
+             dict(name="classifier"))
+CONV_SUITE_MODELS = tuple(
+    [dict(family, levels=3, steps_per_level=8, width=128, **peer)
+     for peer in PEER_CONFIGS for family in _FAMILIES]
+    + [dict(family, image_shape=(28, 28, 1), num_classes=10, levels=2, steps_per_level=4,
+            width=64) for family in _FAMILIES])
+# The GANs' layers (NHWC input, HWIO kernel, padding as a PyTorch user writes it): the U-Net's
+# 4x4 stride-2 encoder and decoder convolutions, DECGAN's 7x7 encoder stem and discriminator.
+GAN_LAYERS = (
+    dict(name="U-Net encoder 4x4/2 64->128", input_shape=[32, 32, 32, 64],
+         kernel_shape=[4, 4, 64, 128], strides=[2, 2], padding=[[1, 1], [1, 1]],
+         input_dilation=[1, 1]),
+    dict(name="U-Net decoder 4x4/2 transposed 128->64", input_shape=[32, 16, 16, 128],
+         kernel_shape=[4, 4, 128, 64], strides=[1, 1], padding=[[2, 2], [2, 2]],
+         input_dilation=[2, 2]),
+    dict(name="DECGAN encoder stem 7x7 1->64", input_shape=[16, 64, 64, 1],
+         kernel_shape=[7, 7, 1, 64], strides=[1, 1], padding=[[3, 3], [3, 3]],
+         input_dilation=[1, 1]),
+    dict(name="DECGAN discriminator 7x7/2 64->128", input_shape=[16, 64, 64, 64],
+         kernel_shape=[7, 7, 64, 128], strides=[2, 2], padding=[[3, 3], [3, 3]],
+         input_dilation=[1, 1]),
 )
 FRAMEWORK = f"flaxflow (jax {jax.__version__})"
 
@@ -36,6 +62,8 @@ def model_config(args, **overrides) -> Dict[str, Any]:
                 levels=args.levels, steps_per_level=args.steps, width=args.width,
                 gradient=args.gradient, scan_unroll=args.scan_unroll, dtype=args.dtype)
   config.update(overrides)
+  if config["name"] == "bplf":
+    config.setdefault("net", args.net)
   if config["name"] == "classifier":
     config["num_classes"] = max(config["num_classes"], 2)
   return config
@@ -80,13 +108,9 @@ def short_source(op_name: str) -> str:
   return " ".join([direction, *levels[:1], "/".join(parts[-3:])])
 
 
-def run_peer(args, image_shape, num_classes) -> Dict[str, Any]:
-  """normflows' step, timed in a process of its own: no JAX threads, torch's own allocator."""
-  command = [sys.executable, "-m", "launch.benchmark_peer", f"--levels={args.levels}",
-             f"--steps={args.steps}", f"--width={args.width}",
-             f"--image_shape={','.join(map(str, image_shape))}", f"--num_classes={num_classes}",
-             f"--batch_size={args.batch_size}", f"--warmup_steps={args.warmup_steps}",
-             f"--timed_steps={args.timed_steps}"]
+def _run_peer_process(arguments: Sequence[str]) -> Any:
+  """`launch.benchmark_peer` in a process of its own (no JAX threads, torch's own allocator)."""
+  command = [sys.executable, "-m", "launch.benchmark_peer", *arguments]
   result = subprocess.run(command, capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if result.returncode:
@@ -95,21 +119,31 @@ def run_peer(args, image_shape, num_classes) -> Dict[str, Any]:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def compare_with_peer(args, image_shape, num_classes) -> List[Dict[str, Any]]:
-  """flaxflow's Glow and normflows' at one configuration, timed in alternating rounds.
+def run_peer(args, model, image_shape, num_classes) -> Dict[str, Any]:
+  """The PyTorch peer's step for `model` ("glow": normflows, "bplf": torch.nn)."""
+  return _run_peer_process([
+      f"--model={model}", f"--net={args.net}", f"--levels={args.levels}",
+             f"--steps={args.steps}", f"--width={args.width}",
+             f"--image_shape={','.join(map(str, image_shape))}", f"--num_classes={num_classes}",
+             f"--batch_size={args.batch_size}", f"--warmup_steps={args.warmup_steps}",
+             f"--timed_steps={args.timed_steps}"])
+
+
+def compare_with_peer(args, model, image_shape, num_classes) -> List[Dict[str, Any]]:
+  """flaxflow's `model` and its PyTorch peer at one configuration, timed in alternating rounds.
 
   The machine's speed drifts (other jobs, clocks), so each round times `timed_steps` of one
   and then of the other; the ratio is of the medians over all rounds, and each round's own
   ratio is reported too.
   """
   ours = benchmarking.CompiledTrainStep(
-      model_config(args, name="glow", image_shape=image_shape, num_classes=num_classes),
+      model_config(args, name=model, image_shape=image_shape, num_classes=num_classes),
       batch_size=args.batch_size)
   ours.run(args.warmup_steps)
   our_rounds, peer_rounds = [], []
   for _ in range(args.rounds):
     our_rounds.append(ours.run(args.timed_steps))
-    peer_rounds.append(run_peer(args, image_shape, num_classes))
+    peer_rounds.append(run_peer(args, model, image_shape, num_classes))
   our_record = ours.record([s for seconds in our_rounds for s in seconds])
   our_record["framework"] = FRAMEWORK
   peer_seconds = [s for record in peer_rounds for s in record["step_seconds"]]
@@ -120,7 +154,7 @@ def compare_with_peer(args, image_shape, num_classes) -> List[Dict[str, Any]]:
   round_ratios = [statistics.median(theirs["step_seconds"]) / statistics.median(mine)
                   for mine, theirs in zip(our_rounds, peer_rounds)]
   comparison = {
-      "comparison": dict(image_shape=list(image_shape), num_classes=num_classes,
+      "comparison": dict(model=model, image_shape=list(image_shape), num_classes=num_classes,
                          scan_unroll=args.scan_unroll),
       "images_per_second_ratio": our_record["images_per_second"] /
                                  peer_record["images_per_second"],
@@ -130,8 +164,44 @@ def compare_with_peer(args, image_shape, num_classes) -> List[Dict[str, Any]]:
 
 
 def peer_suite(args) -> List[Dict[str, Any]]:
-  return [record for peer_config in PEER_CONFIGS
-          for record in compare_with_peer(args, **peer_config)]
+  return [record for peer_config in PEER_CONFIGS for model in args.peer_models
+          for record in compare_with_peer(args, model, **peer_config)]
+
+
+def conv_suite(args) -> Iterator[Dict[str, Any]]:
+  """Every convolution layer of every model family and the GANs: products vs lax, torch.nn.
+
+  Each layer's forward and backward pass is timed with `flaxflow.conv`'s products path and with
+  lax's convolution, alone and inside a scan, and once with torch.nn (in its own process).
+  """
+  layers = {}
+  for config in CONV_SUITE_MODELS:
+    for layer in benchmarking.model_convolutions(config, args.batch_size):
+      key = json.dumps(layer)
+      layers.setdefault(key, dict(layer, used_by=[]))["used_by"].append(
+          "{name}{net} {image_shape} w{width}".format(net=config.get("net", ""), **config))
+  for layer in GAN_LAYERS:
+    layers[json.dumps(layer)] = dict(layer, used_by=[layer["name"]])
+  layers = list(layers.values())
+  with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+    json.dump(layers, file)
+    file.flush()
+    torch_seconds = _run_peer_process([f"--conv_layers={file.name}",
+                                       f"--timed_steps={args.timed_steps}"])
+  for layer, torch_time in zip(layers, torch_seconds):
+    times = {f"{path}_{where}": benchmarking.time_convolution(
+                 layer, products=path == "products", in_scan=where == "in_scan",
+                 repeats=args.timed_steps)
+             for path in ("products", "lax") for where in ("alone", "in_scan")}
+    record = dict(layer, torch_seconds=torch_time,
+                  **{f"{name}_seconds": t["seconds"] for name, t in times.items()})
+    for where in ("alone", "in_scan"):
+      record[f"faster_{where}"] = min(("products", "lax"),
+                                      key=lambda path: times[f"{path}_{where}"]["seconds"])
+      record[f"lax_over_products_{where}"] = (times[f"lax_{where}"]["seconds"]
+                                              / times[f"products_{where}"]["seconds"])
+    record["products_over_torch"] = times["products_alone"]["seconds"] / torch_time
+    yield record
 
 
 def depth_suite(args) -> List[Dict[str, Any]]:
@@ -153,8 +223,11 @@ def depth_suite(args) -> List[Dict[str, Any]]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--suite", choices=("peer", "depth", "single"), default="single")
+  parser.add_argument("--suite", choices=("peer", "depth", "single", "conv"), default="single")
   parser.add_argument("--model", choices=("glow", "bplf", "classifier"), default="glow")
+  parser.add_argument("--net", choices=("3x3", "3x3-1x1"), default="3x3", help="BPLF's g")
+  parser.add_argument("--peer_models", type=lambda text: text.split(","), default=["glow", "bplf"],
+                      help="peer suite: flaxflow models compared with their PyTorch peers")
   parser.add_argument("--levels", type=positive_int, default=3)
   parser.add_argument("--steps", type=positive_int, default=8, help="flow steps per level (K)")
   parser.add_argument("--width", type=positive_int, default=128)
@@ -187,7 +260,8 @@ def main(argv: Sequence[str]) -> None:
   matmul = {"matmul_2048_float32_flops_per_second": benchmarking.matmul_flops_per_second(),
             "device": jax.devices()[0].device_kind, "cores": os.cpu_count()}
   print(json.dumps(matmul), flush=True)
-  suites = {"peer": peer_suite, "depth": depth_suite, "single": lambda args: [run_jax(args)]}
+  suites = {"peer": peer_suite, "depth": depth_suite, "conv": conv_suite,
+            "single": lambda args: [run_jax(args)]}
   records = [matmul]
   for record in suites[args.suite](args):
     summary = {k: v for k, v in record.items() if k != "step_seconds"}

@@ -284,35 +284,42 @@ def _times(function, repeats: int) -> list:
   return seconds
 
 
-def time_convolution(layer: Dict[str, Any], repeats: int = 10, seed: int = 0) -> float:
-  """Median seconds of torch.nn's forward and backward pass of one convolution layer.
+def torch_convolution(layer: Dict[str, Any], x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+  """torch.nn's convolution of NCHW ``x`` as lax computes ``layer`` with an HWIO ``kernel``.
 
-  ``layer`` is a convolution in lax's terms (``input_shape`` NHWC, ``kernel_shape`` HWIO,
-  ``strides``, ``padding`` (low, high) pairs, ``input_dilation``); a dilated input is a
-  transposed convolution, run as `conv_transpose2d` with the padding that gives lax's output.
-  Padding must be symmetric except for a transposed convolution's extra high side.
+  ``layer`` is a convolution in lax's terms (``strides``, ``padding`` (low, high) pairs,
+  ``input_dilation``); a dilated input is a transposed convolution, run as `conv_transpose2d`
+  with the padding that gives lax's output. Padding must be symmetric except for a transposed
+  convolution's extra high side.
   """
-  torch.manual_seed(seed)
-  batch, height, width, in_channels = layer["input_shape"]
-  kernel_h, kernel_w, _, out_channels = layer["kernel_shape"]
+  kernel_h, kernel_w = kernel.shape[:2]
   (low_h, high_h), (low_w, high_w) = layer["padding"]
   dilation = tuple(layer.get("input_dilation", (1, 1)))
-  x = torch.randn(batch, in_channels, height, width, requires_grad=True)
   if dilation == (1, 1):
     if (low_h, low_w) != (high_h, high_w):
       raise ValueError(f"torch's conv2d pads symmetrically, got padding {layer['padding']}")
-    weight = torch.randn(out_channels, in_channels, kernel_h, kernel_w, requires_grad=True)
-    convolve = lambda: F.conv2d(x, weight, stride=tuple(layer["strides"]), padding=(low_h, low_w))
-  else:
-    weight = torch.randn(in_channels, out_channels, kernel_h, kernel_w, requires_grad=True)
-    convolve = lambda: F.conv_transpose2d(
-        x, weight, stride=dilation, padding=(kernel_h - 1 - low_h, kernel_w - 1 - low_w),
-        output_padding=(high_h - low_h, high_w - low_w))
-  upstream = torch.randn_like(convolve())
+    return F.conv2d(x, kernel.permute(3, 2, 0, 1), stride=tuple(layer["strides"]),
+                    padding=(low_h, low_w))
+  # lax correlates the dilated input with the kernel; conv_transpose2d uses it flipped.
+  return F.conv_transpose2d(x, kernel.flip(0, 1).permute(2, 3, 0, 1), stride=dilation,
+                            padding=(kernel_h - 1 - low_h, kernel_w - 1 - low_w),
+                            output_padding=(high_h - low_h, high_w - low_w))
+
+
+def time_convolution(layer: Dict[str, Any], repeats: int = 10, seed: int = 0) -> float:
+  """Median seconds of torch.nn's forward and backward pass of `torch_convolution(layer)`.
+
+  ``layer`` also gives ``input_shape`` (NHWC) and ``kernel_shape`` (HWIO).
+  """
+  torch.manual_seed(seed)
+  batch, height, width, in_channels = layer["input_shape"]
+  x = torch.randn(batch, in_channels, height, width, requires_grad=True)
+  kernel = torch.randn(*layer["kernel_shape"], requires_grad=True)
+  upstream = torch.randn_like(torch_convolution(layer, x, kernel))
 
   def forward_and_backward():
-    x.grad = weight.grad = None
-    (convolve() * upstream).sum().backward()
+    x.grad = kernel.grad = None
+    (torch_convolution(layer, x, kernel) * upstream).sum().backward()
 
   forward_and_backward()
   return statistics.median(_times(forward_and_backward, repeats))

@@ -13,7 +13,8 @@ from clu import metric_writers
 
 from data import datasets, pipeline
 from data.tf_cpu import tf
-from flaxflow import analysis, checkpointing, host_memory, models, parallel, training
+from flaxflow import analysis, checkpointing, models, parallel, training
+from launch import host_memory
 
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (evaluate, sample, transfer, "
                               "tsne), or where the runs go (cross_validate, ablate).",

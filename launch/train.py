@@ -13,7 +13,8 @@ from clu import metric_writers
 from ml_collections import config_flags
 
 from data import datasets, pipeline
-from flaxflow import checkpointing, host_memory, models, parallel, training
+from flaxflow import checkpointing, models, parallel, training
+from launch import host_memory
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "default.py")

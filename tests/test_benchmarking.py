@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from flaxflow import benchmarking, host_memory
-from launch import benchmark
+from launch import benchmark, benchmarking, host_memory
 
 
 def test_product_flops_counts_every_scan_trip_and_backward_products():
@@ -67,17 +66,17 @@ def test_allocator_settings_apply_exactly_where_the_c_library_is_glibc():
 def test_peer_comparison_alternates_rounds_and_pools_their_steps(monkeypatch):
   peer_calls = []
 
-  def fake_peer(args, image_shape, num_classes):
+  def fake_peer(args, model, image_shape, num_classes):
     # A peer whose steps take 2, 4, 6 ms in its three rounds.
-    peer_calls.append((tuple(image_shape), num_classes))
+    peer_calls.append((model, tuple(image_shape), num_classes))
     seconds = 0.002 * len(peer_calls)
     return {"framework": "peer", "step_seconds": [seconds] * 2, "load_average_1min": 0.5}
 
   monkeypatch.setattr(benchmark, "run_peer", fake_peer)
   args = benchmark.parse_args(["--levels=1", "--steps=2", "--width=8", "--batch_size=4",
                                "--warmup_steps=1", "--timed_steps=2", "--rounds=3"])
-  ours, theirs, comparison = benchmark.compare_with_peer(args, (4, 4, 1), 3)
-  assert peer_calls == [((4, 4, 1), 3)] * 3
+  ours, theirs, comparison = benchmark.compare_with_peer(args, "glow", (4, 4, 1), 3)
+  assert peer_calls == [("glow", (4, 4, 1), 3)] * 3
   assert ours["model"]["name"] == "glow" and len(ours["step_seconds"]) == 6
   assert theirs["step_seconds"] == [0.002] * 2 + [0.004] * 2 + [0.006] * 2
   assert theirs["median_step_seconds"] == 0.004 and theirs["images_per_second"] == 4 / 0.004
@@ -92,3 +91,64 @@ def test_benchmark_flags_reject_non_positive_counts(capsys):
       benchmark.parse_args([flag])
     assert exit.value.code == 2
     assert "expected" in capsys.readouterr().err
+
+
+def test_model_convolutions_lists_each_distinct_layer_of_the_scanned_steps():
+  config = dict(name="bplf", image_shape=(8, 8, 1), num_classes=3, levels=2, steps_per_level=2,
+                width=16, net="3x3")
+  layers = benchmarking.model_convolutions(config, batch_size=2)
+  assert len({json.dumps(layer) for layer in layers}) == len(layers)
+  kernels = [tuple(layer["kernel_shape"]) for layer in layers]
+  # g's square hidden 3x3 at both levels (inside the scans), and the split prior's zero conv.
+  assert (3, 3, 16, 16) in kernels and (3, 3, 2, 4) in kernels
+  assert all(layer["strides"] == [1, 1] and layer["input_dilation"] == [1, 1] for layer in layers)
+
+
+def test_conv_suite_times_both_paths_in_and_out_of_a_scan(monkeypatch, tmp_path):
+  layer = dict(name="tiny transposed", input_shape=[2, 4, 4, 3], kernel_shape=[4, 4, 3, 2],
+               strides=[1, 1], padding=[[2, 2], [2, 2]], input_dilation=[2, 2])
+  monkeypatch.setattr(benchmark, "CONV_SUITE_MODELS", (
+      dict(name="glow", image_shape=(4, 4, 1), num_classes=0, levels=1, steps_per_level=2,
+           width=8),))
+  monkeypatch.setattr(benchmark, "GAN_LAYERS", (layer,))
+  monkeypatch.setattr(benchmark, "_run_peer_process",
+                      lambda arguments: [1e-3] * len(json.load(open(
+                          arguments[0].split("=", 1)[1]))))
+  output = tmp_path / "conv.json"
+  benchmark.main(["--suite=conv", "--batch_size=2", "--timed_steps=1", f"--output={output}"])
+  records = json.loads(output.read_text())[1:]
+  assert records[-1]["used_by"] == ["tiny transposed"]
+  assert any("glow" in user for record in records[:-1] for user in record["used_by"])
+  for record in records:
+    for where in ("alone", "in_scan"):
+      products, lax_time = record[f"products_{where}_seconds"], record[f"lax_{where}_seconds"]
+      assert products > 0 and lax_time > 0
+      assert record[f"faster_{where}"] == ("products" if products <= lax_time else "lax")
+      assert np.isclose(record[f"lax_over_products_{where}"], lax_time / products)
+    assert np.isclose(record["products_over_torch"], record["products_alone_seconds"] / 1e-3)
+
+
+def test_torch_peers_compute_what_flaxflow_computes():
+  """The torch.nn convolutions the conv suite times give lax's outputs; the BPLF has our size."""
+  torch = pytest.importorskip("torch")
+  from launch import benchmark_peer
+  from flaxflow import conv, models
+  rng = np.random.default_rng(0)
+  for layer in benchmark.GAN_LAYERS:
+    small = dict(layer, input_shape=[1, 8, 8, layer["input_shape"][-1]])
+    x = rng.standard_normal(small["input_shape"]).astype(np.float32)
+    kernel = rng.standard_normal(small["kernel_shape"]).astype(np.float32)
+    ours = conv.conv_general_dilated(jnp.asarray(x), jnp.asarray(kernel), small["strides"],
+                                     small["padding"], small["input_dilation"],
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    theirs = benchmark_peer.torch_convolution(small, torch.from_numpy(x).permute(0, 3, 1, 2),
+                                              torch.from_numpy(kernel))
+    np.testing.assert_allclose(theirs.permute(0, 2, 3, 1).numpy(), ours, rtol=1e-4, atol=1e-3)
+  config = dict(name="bplf", image_shape=(8, 8, 1), num_classes=3, levels=2, steps_per_level=2,
+                width=16, net="3x3-1x1")
+  model = models.create(config)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)),
+                                                jnp.zeros(2, jnp.int32), method="log_prob"))
+  peer = benchmark_peer.TorchBPLF(2, 2, 16, (8, 8, 1), 3, "3x3-1x1")
+  assert (sum(p.numel() for p in peer.parameters())
+          == sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"])))

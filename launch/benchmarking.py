@@ -1,4 +1,5 @@
-"""Measurements of the jitted train step: throughput, compile time, memory and achieved FLOP/s.
+"""Measurements of the jitted train step (throughput, compile time, memory, achieved FLOP/s) and of
+single convolution layers (the products path of `flaxflow.conv` against lax's, in and out of a scan).
 
 Each number comes from the step itself: wall time around `block_until_ready`, XLA's buffer
 assignment (`memory_analysis`) for its memory, and two FLOP counts. XLA's cost analysis counts
@@ -9,6 +10,7 @@ convolutions are nearly all of a flow's arithmetic; XLA's figure is reported bes
 """
 
 import collections
+import contextlib
 import functools
 import glob
 import gzip
@@ -25,7 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from flaxflow import models, training
+from jax import lax
+
+from flaxflow import conv, models, training
 
 Array = jax.Array
 
@@ -198,3 +202,78 @@ def operation_profile(step: CompiledTrainStep, num_steps: int,
            "milliseconds_per_step": total / 1e3 / num_steps,
            "calls_per_step": calls[name] / num_steps}
           for name, total in microseconds.most_common()]
+
+
+# Applications of a layer per `lax.scan` when timing it inside one: a flow level's K steps.
+SCAN_LENGTH = 4
+
+
+def _equations(jaxpr):
+  """Every equation of a jaxpr and of the jaxprs nested in it (scan bodies, remat, jit)."""
+  for equation in jaxpr.eqns:
+    yield equation
+    for nested in jax_core.jaxprs_in_params(equation.params):
+      yield from _equations(nested)
+
+
+def model_convolutions(model_config: Mapping[str, Any], batch_size: int) -> List[Dict[str, Any]]:
+  """Every distinct convolution of a model's log-likelihood, in lax's terms (see `time_convolution`)."""
+  model = models.create(model_config)
+  x = jax.ShapeDtypeStruct((batch_size, *model_config["image_shape"]), jnp.float32)
+  labels = (jax.ShapeDtypeStruct((batch_size,), jnp.int32)
+            if model_config.get("num_classes") else None)
+  with conv.lax_convolutions():
+    variables = jax.eval_shape(functools.partial(model.init, method="log_prob"),
+                               jax.random.key(0), x, labels)
+    jaxpr = jax.make_jaxpr(functools.partial(model.apply, method="log_prob"))(
+        variables, x, labels).jaxpr
+  layers = []
+  for equation in _equations(jaxpr):
+    if equation.primitive.name != "conv_general_dilated":
+      continue
+    layer = dict(input_shape=list(equation.invars[0].aval.shape),
+                 kernel_shape=list(equation.invars[1].aval.shape),
+                 strides=list(equation.params["window_strides"]),
+                 padding=[list(pad) for pad in equation.params["padding"]],
+                 input_dilation=list(equation.params["lhs_dilation"]))
+    if layer not in layers:
+      layers.append(layer)
+  return layers
+
+
+def time_convolution(layer: Mapping[str, Any], *, products: bool, in_scan: bool,
+                     repeats: int = 5, seed: int = 0) -> Dict[str, float]:
+  """Median seconds of one forward and backward pass of a convolution layer, and its compile time.
+
+  ``layer``: ``input_shape`` (NHWC), ``kernel_shape`` (HWIO), ``strides``, ``padding`` ((low,
+  high) per axis) and ``input_dilation`` (a transposed convolution where > 1). ``products``
+  picks `flaxflow.conv`'s products path, else lax's convolution; ``in_scan`` applies the layer
+  SCAN_LENGTH times inside a `lax.scan` (one kernel per trip, as a flow level's steps do) and
+  reports the time per application.
+  """
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal(layer["input_shape"]), jnp.float32)
+  trips = SCAN_LENGTH if in_scan else 1
+  kernels = jnp.asarray(rng.standard_normal((trips, *layer["kernel_shape"])), jnp.float32)
+
+  def convolve(x, kernel):
+    return conv.conv_general_dilated(x, kernel, layer["strides"], layer["padding"],
+                                     layer["input_dilation"],
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  upstream = jnp.asarray(rng.standard_normal(jax.eval_shape(convolve, x, kernels[0]).shape),
+                         jnp.float32)
+
+  def loss(x, kernels):
+    if not in_scan:
+      return jnp.sum(convolve(x, kernels[0]) * upstream)
+    body = lambda total, kernel: (total + jnp.sum(convolve(x, kernel) * upstream), None)
+    return lax.scan(body, jnp.zeros((), jnp.float32), kernels)[0]
+
+  with contextlib.nullcontext() if products else conv.lax_convolutions():
+    start = time.perf_counter()
+    step = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernels).compile()
+    compile_seconds = time.perf_counter() - start
+  jax.block_until_ready(step(x, kernels))
+  seconds = statistics.median(_timed(step, x, kernels) for _ in range(repeats))
+  return {"seconds": seconds / trips, "compile_seconds": compile_seconds}
