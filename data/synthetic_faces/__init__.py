@@ -15,7 +15,7 @@ Importing this package registers the builder with TFDS.
 from data.synthetic_faces.factors import (ACTION_FIELDS, CLASS_NAMES, IDENTITY_FIELDS,
                                           NEUTRAL_NUISANCE, NUISANCE_FIELDS, Factors,
                                           expression_actions, mean_identity)
-from data.synthetic_faces.render import render
+from data.synthetic_faces.renderer import render
 
 __all__ = ["ACTION_FIELDS", "CLASS_NAMES", "IDENTITY_FIELDS", "NEUTRAL_NUISANCE",
            "NUISANCE_FIELDS", "Factors", "expression_actions", "mean_identity", "render"]

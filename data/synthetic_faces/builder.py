@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 
 from data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
 from data.synthetic_faces import factors
-from data.synthetic_faces.render import render
+from data.synthetic_faces.renderer import render
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SIZES = (32, 48, 64)

@@ -30,9 +30,9 @@ IDENTITY_RANGES = {
     "skin_tone": (0.45, 0.88),
     "eye_size": (0.085, 0.125),  # half-width of an eye
     "eye_spacing": (0.20, 0.28),  # distance of each eye from the middle
-    "eye_level": (-0.14, -0.02),
+    "eye_level": (-0.10, -0.04),
     "brow_thickness": (0.022, 0.05),
-    "nose_length": (0.16, 0.28),  # from eye level to the nostrils
+    "nose_length": (0.18, 0.26),  # from eye level to the nostrils
     "nose_width": (0.05, 0.11),
     "mouth_width": (0.17, 0.28),  # half-width of the mouth at rest
     "hair_tone": (0.04, 0.9),  # black to fair
@@ -58,7 +58,7 @@ ACTION_FIELDS = (
     "upper_lip_raise",
 )
 EXPRESSION_PROTOTYPES = {  # class name: actions at intensity 1, in ACTION_FIELDS order
-    "anger": (-0.9, -1.0, 0.1, 0.9, 0.2, -0.3, 0.0, -0.6, 0.0),
+    "anger": (-1.0, -1.0, 0.1, 0.9, 0.2, -0.4, 0.0, -0.6, 0.0),
     "disgust": (-0.4, -0.2, -0.3, 0.6, 1.0, -0.6, 0.15, 0.1, 1.0),
     "fear": (0.6, 0.8, 1.0, 0.2, 0.0, -0.3, 0.25, 1.0, 0.0),
     "happy": (0.1, 0.0, -0.1, 0.7, 0.0, 1.0, 0.4, 0.5, 0.0),

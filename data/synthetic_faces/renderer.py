@@ -197,7 +197,7 @@ def _top_hair(frame, person, action):
   the parting."""
   parting = 0.35 * person.hair_part * person.head_width
   crown = HEAD_CENTRE - person.head_height
-  hairline = (crown + person.head_height * (0.28 + 0.22 * person.hairline)
+  hairline = (crown + person.head_height * (0.26 + 0.16 * person.hairline)
               + 1.2 * (frame.u - parting) ** 2 + 0.12 * person.hair_part * (frame.u - parting))
   hair = np.maximum(_head_distance(frame, person) - 0.03, frame.v - hairline)
   yield _cover(hair, frame), person.hair_tone
@@ -251,7 +251,7 @@ def _mouth(frame, person, action):
   yield _cover(opening - 0.012, frame), 0.65 * person.skin_tone
   yield _cover(opening, frame), np.float32(0.12)
   teeth = np.maximum(opening, frame.v - (upper + 0.045))
-  shown = np.clip(action.lip_corner + action.upper_lip_raise, 0, 1)
+  shown = np.clip(np.maximum(action.lip_corner, 0) + action.upper_lip_raise, 0, 1)
   yield _cover(teeth, frame) * shown, np.float32(0.92)
 
 
@@ -275,9 +275,9 @@ def _brows(frame, person, action):
   when raised."""
   half_length = 1.25 * person.eye_size
   outward = frame.side_u - person.eye_spacing
-  height = person.eye_level - 0.95 * person.eye_size - 0.06 - 0.07 * action.brow_raise
+  height = person.eye_level - 0.95 * person.eye_size - 0.06 - 0.08 * action.brow_raise
   arch = 0.02 + 0.04 * np.maximum(action.brow_raise, 0)
-  centre_line = (height + 0.45 * action.brow_inner * outward
+  centre_line = (height + 0.6 * action.brow_inner * outward
                  + arch * (outward / half_length) ** 2)
   brow = np.maximum(np.abs(frame.v - centre_line) - person.brow_thickness,
                     np.abs(outward) - half_length)
@@ -286,18 +286,19 @@ def _brows(frame, person, action):
 
 def _glasses(frame, person, action):
   """Round frames around both eyes, a bridge between them and arms out to the ears."""
-  radius = person.eye_size + 0.06
+  radius = person.eye_size + 0.035
   du, dv = frame.side_u - person.eye_spacing, frame.v - person.eye_level
-  rims = np.abs(np.sqrt(du ** 2 + dv ** 2) - radius) - LINE
+  rims = np.abs(np.sqrt(du ** 2 + dv ** 2) - radius) - 0.8 * LINE
   bridge = frame.side_u - (person.eye_spacing - radius)
   arms = np.maximum(person.eye_spacing + radius - frame.side_u,
                     frame.side_u - person.head_width)
-  bars = np.maximum(np.abs(dv) - LINE, np.minimum(bridge, arms))
+  bars = np.maximum(np.abs(dv) - 0.8 * LINE, np.minimum(bridge, arms))
   yield _cover(np.minimum(rims, bars), frame) * person.glasses, np.float32(0.08)
 
 
-_PARTS = (_ears, _back_hair, _neck, _head, _top_hair, _nose, _wrinkles, _mouth, _eyes, _brows,
-          _glasses)
+# Brows go over the glasses so that a frown stays visible through them.
+_PARTS = (_ears, _back_hair, _neck, _head, _top_hair, _nose, _wrinkles, _mouth, _eyes, _glasses,
+          _brows)
 
 
 def _downsample(canvas: np.ndarray, factor: int) -> np.ndarray:
