@@ -300,8 +300,8 @@ class TestSeparability:
     # 120 people, 6 images each to learn from and 2 new images each to recognise them on.
     drawn = factors.image_factors(0, range(120), images_per_subject=8)
     people = np.repeat(np.arange(120), 8)
-    pixels = render(*drawn.as_render_args(), 32).reshape(len(drawn), -1) / np.float32(255)
+    features = gradient_histograms(render(*drawn.as_render_args(), 48))
     held_out = np.tile(np.arange(8) >= 6, 120)
-    accuracy = held_out_accuracy(pixels[~held_out], people[~held_out], pixels[held_out],
+    accuracy = held_out_accuracy(features[~held_out], people[~held_out], features[held_out],
                                  people[held_out])
-    assert accuracy >= 0.5  # chance is 1/120
+    assert accuracy >= 0.4  # chance is 1/120
