@@ -5,11 +5,10 @@ The public API for evaluation:
 
 * `render(identity, expression, intensity, nuisance, size)`: uint8 faces from factors.
 * `mean_identity()`: the average person; `NEUTRAL_NUISANCE`: upright, even light, no noise.
-* `Factors` and `split_factors(config, split)`: the factors of every image of a split, in
-  the order of the element's `index` feature; each element also carries its own factors.
-* `SyntheticFaces`, `build`: the TFDS builder (configs "32", "48", "64"), and building it.
-
-Importing this package registers the builder with TFDS.
+* `Factors` and `builder.split_factors(config, split)`: the factors of every image of a split,
+  in the order of the element's `index` feature; each element also carries its own factors.
+* `builder.SyntheticFaces`, `builder.build`: the TFDS builder (configs "32", "48", "64") and
+  building it; importing `data.synthetic_faces.builder` registers it with TFDS.
 """
 
 from data.synthetic_faces.factors import (ACTION_FIELDS, CLASS_NAMES, IDENTITY_FIELDS,
