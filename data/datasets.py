@@ -12,6 +12,12 @@ Names:
   `data.offline`), otherwise through `tfds.load` (downloading unless `download=False`).
 * `emotion_set`, `emotion_set/48`, `emotion_set/64` (the default): the built EmotionSet (see
   `data.emotion_set`); it is never built implicitly.
+* `synthetic_faces`, `synthetic_faces/32`, `synthetic_faces/48` (the default),
+  `synthetic_faces/64`: rendered faces in EmotionSet's classes (see `data.synthetic_faces`),
+  built into `data_dir` on first use (about 20 seconds). Its elements also carry each
+  image's ground-truth factors: `identity` float32 (len(IDENTITY_FIELDS),), `intensity`
+  float32, `nuisance` float32 (len(NUISANCE_FIELDS),) and `index` int32 (the row of
+  `data.synthetic_faces.builder.split_factors`); `label` is the expression class.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import tensorflow_datasets as tfds
 
 from data import offline
 from data.emotion_set import builder as emotion_set_builder
+from data.synthetic_faces import builder as synthetic_faces_builder
 from data.tf_cpu import tf
 
 DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
@@ -53,17 +60,21 @@ def load(name: str, split: str, data_dir: Optional[str] = None, **options) -> Lo
   """The `split` of dataset `name` as a tf.data.Dataset in the common format, and its info.
 
   Args:
-    name: "digits", "mnist", "cifar10" or "emotion_set" with an optional "/48" or "/64".
+    name: "digits", "mnist", "cifar10", "emotion_set" with an optional "/48" or "/64", or
+      "synthetic_faces" with an optional "/32", "/48" or "/64".
     split: "train", "test", or "validation" where the dataset has one.
     data_dir: where the dataset or its archives are; see the module docstring.
-    **options: `download` (bool, default True) for mnist and cifar10; no other.
+    **options: `download` (bool, default True) for mnist and cifar10; `seed`, `subjects`
+      ({split: people}) and `images_per_subject` for synthetic_faces (defaults: 0, 120/20/20,
+      64; see `data.synthetic_faces.builder.make_config`); no other.
   """
   dataset, _, config = name.partition("/")
   data_dir = None if data_dir is None else os.path.expanduser(data_dir)
   if dataset not in _LOADERS:
     raise ValueError(f"name: unknown dataset {name!r}; expected one of digits, mnist, "
-                     "cifar10, emotion_set, emotion_set/48, emotion_set/64")
-  if config and dataset != "emotion_set":
+                     "cifar10, emotion_set, emotion_set/48, emotion_set/64, synthetic_faces, "
+                     "synthetic_faces/32, synthetic_faces/48, synthetic_faces/64")
+  if config and dataset not in ("emotion_set", "synthetic_faces"):
     raise ValueError(f"name: {dataset} has no configurations, got {name!r}")
   loader, allowed = _LOADERS[dataset]
   unknown = sorted(set(options) - set(allowed))
@@ -121,6 +132,21 @@ def _load_emotion_set(*, name, config, split, data_dir, **_) -> Loaded:
   return _standardize(dataset), _info_from_tfds(name, builder.info)
 
 
+def _load_synthetic_faces(*, name, config, split, data_dir, **options) -> Loaded:
+  sizes = [str(size) for size in synthetic_faces_builder.IMAGE_SIZES]
+  if config and config not in sizes:
+    raise ValueError(f"name: synthetic_faces has the configurations {', '.join(sizes)}, "
+                     f"got {name!r}")
+  _check_split(name, split, synthetic_faces_builder.SPLITS)
+  builder = synthetic_faces_builder.make_builder(
+      data_dir, int(config or synthetic_faces_builder.DEFAULT_IMAGE_SIZE), **options)
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  dataset = builder.as_dataset(split=split, shuffle_files=False)
+  return (_standardize(dataset, synthetic_faces_builder.FACTOR_FEATURES),
+          _info_from_tfds(name, builder.info))
+
+
 def _from_arrays(name: str, class_names, splits: offline.Splits, split: str) -> Loaded:
   _check_split(name, split, tuple(splits))
   images, labels = splits[split]
@@ -130,10 +156,13 @@ def _from_arrays(name: str, class_names, splits: offline.Splits, split: str) -> 
   return _standardize(dataset), info
 
 
-def _standardize(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def _standardize(dataset: tf.data.Dataset, extra_features=()) -> tf.data.Dataset:
+  """Elements as {"image", "label" int32, "subject"}, plus `extra_features` kept as they are."""
+
   def standard(example):
     return {"image": example["image"], "label": tf.cast(example["label"], tf.int32),
-            "subject": example["subject"] if "subject" in example else tf.constant("")}
+            "subject": example["subject"] if "subject" in example else tf.constant(""),
+            **{feature: example[feature] for feature in extra_features}}
 
   return dataset.map(standard, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -158,4 +187,5 @@ _LOADERS = {
     "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES),
                 ("download",)),
     "emotion_set": (_load_emotion_set, ()),
+    "synthetic_faces": (_load_synthetic_faces, ("seed", "subjects", "images_per_subject")),
 }
