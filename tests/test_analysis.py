@@ -24,7 +24,7 @@ def build(name, **overrides):
   config = {"name": name, "image_shape": IMAGE_SHAPE, "levels": 2, "steps_per_level": 1,
             "width": 8}
   if name == "classifier":
-    config.update(num_classes=NUM_CLASSES, conditional_steps=1, conditional_width=8)
+    config.update(num_classes=NUM_CLASSES, h_steps=1, h_width=8)
   config.update(overrides)
   return models.create(config)
 
