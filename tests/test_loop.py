@@ -2,7 +2,6 @@
 network and extra state (a history of generated points), trains through `flaxflow.loop.train`
 with resume and per-optimizer non-finite skipping, and no flow code."""
 
-import functools
 
 import flax
 import flax.linen as nn
