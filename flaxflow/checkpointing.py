@@ -9,7 +9,7 @@ import logging as python_logging
 import os
 import signal
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -54,6 +54,14 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: Dict
   return manager.save(step, args=args, force=force)
 
 
+def abstract_state(init: Callable[..., Any], sharding: jax.sharding.Sharding,
+                   *args: Any) -> Any:
+  """The structure of `init(*args)` with `jax.ShapeDtypeStruct` leaves on `sharding`, computed
+  without running `init`: what `restore` needs to know what to read and where to put it."""
+  return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                      jax.eval_shape(init, *args))
+
+
 def restore(manager: ocp.CheckpointManager, abstract_state: Any,
             step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
   """(state, data_state) of `step` (default: the latest complete one).
@@ -68,6 +76,24 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
                                DATA_ITEM: ocp.args.JsonRestore()})
   restored = manager.restore(step, args=args)
   return restored[STATE_ITEM], restored[DATA_ITEM]
+
+
+def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int] = None) -> Any:
+  """The state of `step` (default: the latest) in a run's checkpoint `directory`, for tools that
+  only read it: nothing is created or cleaned up there (a temporary folder may be a save still
+  under way)."""
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint folder {directory}")
+  options = ocp.CheckpointManagerOptions(create=False, cleanup_tmp_directories=False)
+  manager = ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, DATA_ITEM))
+  try:
+    available = manager.all_steps()
+    if step is not None and step not in available:
+      raise ValueError(f"step={step}: {directory} has the steps {sorted(available)}")
+    state, _ = restore(manager, abstract_state, step)
+  finally:
+    manager.close()
+  return state
 
 
 class StopRequest:

@@ -50,10 +50,6 @@ def bits_per_dim(log_prob: Array, num_dims: int, n_bits: int = 8) -> Array:
   return -(log_prob - num_dims * np.log(n_bins)) / (num_dims * np.log(2.0))
 
 
-def is_classifier(model: nn.Module) -> bool:
-  return hasattr(model, "class_logits")
-
-
 def loss_and_metrics(model: nn.Module, variables, images: Array, labels: Optional[Array],
                      rng: Optional[Array], *, n_bits: int = 8,
                      class_loss_weight: float = 0.3) -> Tuple[Array, Dict[str, Array]]:
@@ -65,9 +61,8 @@ def loss_and_metrics(model: nn.Module, variables, images: Array, labels: Optiona
   """
   x = dequantize(rng, images, n_bits)
   num_dims = int(np.prod(x.shape[1:]))
-  if not is_classifier(model):
-    labels = labels if getattr(model, "num_classes", 0) else None
-    log_prob = model.apply(variables, x, labels, method="log_prob")
+  if not model.is_classifier:
+    log_prob = model.apply(variables, x, model.conditioning_labels(labels), method="log_prob")
     bpd = jnp.mean(bits_per_dim(log_prob, num_dims, n_bits))
     return bpd, {"loss": bpd, "bits_per_dim": bpd}
   log_likelihoods = model.apply(variables, x, method="class_log_likelihoods")

@@ -20,8 +20,8 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from flaxflow import analysis, models
-from launch import research
+from flaxflow import analysis, models, optimization
+from launch import research, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "ablation_digits.py")
@@ -52,8 +52,9 @@ def run_row(config: ml_collections.ConfigDict, row: analysis.AblationRow, train:
                              n_bits=config.n_bits, class_names=class_names,
                              rng=jax.random.PRNGKey(config.seed))
   result = {"slug": row.slug, "label": row.label, "model": row.model,
-            "num_steps": config.num_steps, "parameters": analysis.count_parameters(state.params),
-            "seconds": seconds, **report}
+            "num_steps": config.num_steps,
+            "parameters": optimization.count_parameters(state.params), "seconds": seconds,
+            **report}
   research.write_json(result_path, result)
   return result
 
@@ -72,7 +73,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config, workdir = _CONFIG.value, os.path.abspath(research.WORKDIR.value)
-  research.select_platform()
+  runs.start_devices()
   rows = analysis.ablation_rows(config.model, config.svd_rank, _ROWS.value or ())
   train, info = research.split_examples(config, "train")
   test, _ = research.split_examples(config, config.eval_split)

@@ -31,8 +31,8 @@ PEER_CONFIGS = (
     dict(image_shape=(48, 48, 1), num_classes=7),
 )
 # Every model family of the conv suite, at the peer sizes and at MNIST size (L=2, K=4, width 64).
-_FAMILIES = (dict(name="glow"), dict(name="bplf", net="3x3"), dict(name="bplf", net="3x3-1x1"),
-             dict(name="classifier"))
+_FAMILIES = (dict(name="glow"), dict(name="bplf", g_variant="3x3"),
+             dict(name="bplf", g_variant="3x3-1x1"), dict(name="classifier"))
 CONV_SUITE_MODELS = tuple(
     [dict(family, levels=3, steps_per_level=8, width=128, **peer)
      for peer in PEER_CONFIGS for family in _FAMILIES]
@@ -63,7 +63,7 @@ def model_config(args, **overrides) -> Dict[str, Any]:
                 gradient=args.gradient, scan_unroll=args.scan_unroll, dtype=args.dtype)
   config.update(overrides)
   if config["name"] == "bplf":
-    config.setdefault("net", args.net)
+    config.setdefault("g_variant", args.g_variant)
   if config["name"] == "classifier":
     config["num_classes"] = max(config["num_classes"], 2)
   return config
@@ -122,7 +122,7 @@ def _run_peer_process(arguments: Sequence[str]) -> Any:
 def run_peer(args, model, image_shape, num_classes) -> Dict[str, Any]:
   """The PyTorch peer's step for `model` ("glow": normflows, "bplf": torch.nn)."""
   return _run_peer_process([
-      f"--model={model}", f"--net={args.net}", f"--levels={args.levels}",
+      f"--model={model}", f"--g_variant={args.g_variant}", f"--levels={args.levels}",
              f"--steps={args.steps}", f"--width={args.width}",
              f"--image_shape={','.join(map(str, image_shape))}", f"--num_classes={num_classes}",
              f"--batch_size={args.batch_size}", f"--warmup_steps={args.warmup_steps}",
@@ -178,8 +178,9 @@ def conv_suite(args) -> Iterator[Dict[str, Any]]:
   for config in CONV_SUITE_MODELS:
     for layer in benchmarking.model_convolutions(config, args.batch_size):
       key = json.dumps(layer)
-      layers.setdefault(key, dict(layer, used_by=[]))["used_by"].append(
-          "{name}{net} {image_shape} w{width}".format(net=config.get("net", ""), **config))
+      user = "{name}{variant} {image_shape} w{width}".format(
+          variant=config.get("g_variant", ""), **config)
+      layers.setdefault(key, dict(layer, used_by=[]))["used_by"].append(user)
   for layer in GAN_LAYERS:
     layers[json.dumps(layer)] = dict(layer, used_by=[layer["name"]])
   layers = list(layers.values())
@@ -225,7 +226,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--suite", choices=("peer", "depth", "single", "conv"), default="single")
   parser.add_argument("--model", choices=("glow", "bplf", "classifier"), default="glow")
-  parser.add_argument("--net", choices=("3x3", "3x3-1x1"), default="3x3", help="BPLF's g")
+  parser.add_argument("--g_variant", choices=("3x3", "3x3-1x1"), default="3x3", help="BPLF's g")
   parser.add_argument("--peer_models", type=lambda text: text.split(","), default=["glow", "bplf"],
                       help="peer suite: flaxflow models compared with their PyTorch peers")
   parser.add_argument("--levels", type=positive_int, default=3)

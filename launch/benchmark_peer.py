@@ -117,10 +117,10 @@ class TorchBPLF(nn.Module):
   """Class-conditional multi-scale BPLF; `log_prob(x, labels)` of NCHW x in [-0.5, 0.5)."""
 
   def __init__(self, levels: int, steps: int, width: int, image_shape: Sequence[int],
-               num_classes: int, net: str = "3x3"):
+               num_classes: int, g_variant: str = "3x3"):
     super().__init__()
     height, width_px, channels = image_shape
-    middle_kernel = {"3x3": 3, "3x3-1x1": 1}[net]
+    middle_kernel = {"3x3": 3, "3x3-1x1": 1}[g_variant]
     self.num_classes = num_classes
     self.levels = nn.ModuleList()
     self.split_convs, self.split_offsets = nn.ModuleList(), nn.ModuleList()
@@ -200,7 +200,7 @@ def build_glow(levels: int, steps: int, width: int, image_shape: Sequence[int],
 
 def benchmark_peer(model: str = "glow", levels: int = 3, steps: int = 8, width: int = 128,
                    image_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10,
-                   net: str = "3x3", batch_size: int = 32, warmup_steps: int = 3,
+                   g_variant: str = "3x3", batch_size: int = 32, warmup_steps: int = 3,
                    timed_steps: int = 10, threads: int | None = None,
                    seed: int = 0) -> Dict[str, Any]:
   """Times a peer's train step (forward, backward, Adam) on one fixed batch.
@@ -210,7 +210,7 @@ def benchmark_peer(model: str = "glow", levels: int = 3, steps: int = 8, width: 
     levels, steps, width: the flow's L, K and the coupling networks' hidden channels.
     image_shape: (H, W, C) of the images.
     num_classes: classes of the class-conditional priors.
-    net: BPLF's g, "3x3" or "3x3-1x1".
+    g_variant: BPLF's g, "3x3" or "3x3-1x1".
     batch_size: images per step.
     warmup_steps: untimed steps first (the first one also initialises ActNorm from the data).
     timed_steps: steps timed one by one; the median is reported.
@@ -235,7 +235,7 @@ def benchmark_peer(model: str = "glow", levels: int = 3, steps: int = 8, width: 
     loss_fn = lambda: flow.forward_kld(images, labels)
     framework = f"torch {torch.__version__} + normflows {nf.__version__}"
   elif model == "bplf":
-    flow = TorchBPLF(levels, steps, width, image_shape, num_classes, net)
+    flow = TorchBPLF(levels, steps, width, image_shape, num_classes, g_variant)
     images = torch.rand(batch_size, channels, height, width_px) - 0.5
     num_dims = height * width_px * channels
     loss_fn = lambda: torch.mean(math.log(256) * num_dims - flow.log_prob(images, labels)) / (
@@ -257,7 +257,7 @@ def benchmark_peer(model: str = "glow", levels: int = 3, steps: int = 8, width: 
   step_seconds = _times(train_step, timed_steps)
   median = statistics.median(step_seconds)
   return {
-      "framework": framework, "model": model, "net": net if model == "bplf" else None,
+      "framework": framework, "model": model, "g_variant": g_variant if model == "bplf" else None,
       "levels": levels, "steps": steps, "width": width, "image_shape": list(image_shape),
       "num_classes": num_classes, "batch_size": batch_size, "threads": threads,
       "cpu": _cpu_name(),
@@ -328,7 +328,7 @@ def time_convolution(layer: Dict[str, Any], repeats: int = 10, seed: int = 0) ->
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", choices=("glow", "bplf"), default="glow")
-  parser.add_argument("--net", choices=("3x3", "3x3-1x1"), default="3x3", help="BPLF's g")
+  parser.add_argument("--g_variant", choices=("3x3", "3x3-1x1"), default="3x3", help="BPLF's g")
   parser.add_argument("--levels", type=positive_int, default=3)
   parser.add_argument("--steps", type=positive_int, default=8)
   parser.add_argument("--width", type=positive_int, default=128)

@@ -29,7 +29,8 @@ import numpy as np
 
 from jax import lax
 
-from flaxflow import conv, models, training
+from flaxflow import conv, models, optimization
+from flaxflow.tasks import flow
 
 Array = jax.Array
 
@@ -111,7 +112,7 @@ def _xla_flops(compiled) -> float:
 class CompiledTrainStep:
   """One model's train step, compiled, with its state and a fixed batch: timed step by step.
 
-  The step is the one training runs (`flaxflow.training.train_step`: forward, log-det, backward,
+  The step is the one training runs (`flaxflow.flow.train_step`: forward, log-det, backward,
   Adam update) on random uint8 images with random labels. Keeping it compiled lets a benchmark
   time it in rounds, interleaved with another framework's, so that both see the same load.
   """
@@ -129,13 +130,13 @@ class CompiledTrainStep:
     optimizer_config = ml_collections.ConfigDict(dict(
         name="adam", learning_rate=1e-4, warmup_steps=0, schedule="constant",
         grad_clip_norm=50.0, b1=0.9, b2=0.999, eps=1e-8))
-    optimizer = training.make_optimizer(optimizer_config, num_steps=1)
+    optimizer = optimization.make_optimizer(optimizer_config, num_steps=1)
     config = ml_collections.ConfigDict(dict(n_bits=8, class_loss_weight=0.3))
-    self.state = jax.jit(functools.partial(training.create_train_state, model, optimizer,
+    self.state = jax.jit(functools.partial(flow.create_train_state, model, optimizer,
                                            n_bits=8, use_ema=False))(self.batch,
                                                                      jax.random.PRNGKey(seed))
-    step = jax.jit(functools.partial(training.train_step, model=model, optimizer=optimizer,
-                                     loss_fn=training.make_loss_fn(config),
+    step = jax.jit(functools.partial(flow.train_step, model=model, optimizer=optimizer,
+                                     loss_fn=flow.make_loss_fn(config),
                                      rng=jax.random.PRNGKey(seed + 1), ema_decay=0.0),
                    donate_argnums=0)
     self.flops_per_step = product_flops(jax.make_jaxpr(step)(self.state, self.batch).jaxpr)

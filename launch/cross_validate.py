@@ -18,7 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from flaxflow import analysis, models
-from launch import research
+from launch import research, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "digits_classifier.py")
@@ -38,9 +38,9 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config, workdir = _CONFIG.value, os.path.abspath(research.WORKDIR.value)
-  research.select_platform()
+  runs.start_devices()
   model = models.create(config.model)
-  if not analysis.is_class_conditional(model):
+  if not model.is_class_conditional:
     raise app.UsageError(f"--config: {config.model.name} with num_classes=0 does not classify")
   examples, info = pooled_examples(config)
   folds = analysis.make_folds(examples["label"], examples["subject"], _FOLDS.value,

@@ -6,21 +6,19 @@ import json
 import os
 from typing import Any, Callable, Iterator, Tuple
 
-import jax
 import ml_collections
 from absl import flags, logging
-from clu import metric_writers
 
 from data import datasets, pipeline
 from data.tf_cpu import tf
-from flaxflow import analysis, checkpointing, models, parallel, training
-from launch import host_memory
+from flaxflow import analysis
+from flaxflow.tasks import flow
+from flaxflow.workdir import Workdir
+from launch import runs
 
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (evaluate, sample, transfer, "
                               "tsne), or where the runs go (cross_validate, ablate).",
                               required=True)
-ACCELERATOR = flags.DEFINE_enum("accelerator", None, list(parallel.ACCELERATORS),
-                                "Platform to run on (default: JAX's choice).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,19 +41,10 @@ def define_run_flags() -> RunFlags:
 Batches = Callable[[], Iterator[dict]]
 
 
-def select_platform() -> None:
-  """--accelerator, before anything touches a device; quiet checkpoint logs; CPU allocator."""
-  checkpointing.quiet_orbax_info_logs()
-  if ACCELERATOR.value:
-    parallel.select_platform(ACCELERATOR.value)
-  if jax.default_backend() == "cpu":
-    host_memory.retain_freed_memory()
-
-
-def start(run_flags: RunFlags) -> analysis.TrainedModel:
-  """Selects the platform, then loads the run of --workdir at --step."""
-  select_platform()
-  run = analysis.load_trained(WORKDIR.value, run_flags.step.value, run_flags.use_ema.value)
+def start(run_flags: RunFlags) -> flow.TrainedModel:
+  """Starts the devices, then loads the run of --workdir at --step."""
+  runs.start_devices()
+  run = flow.load_trained(WORKDIR.value, run_flags.step.value, run_flags.use_ema.value)
   logging.info("%s: %s at step %d", WORKDIR.value, type(run.model).__name__, run.step)
   return run
 
@@ -84,32 +73,14 @@ def split_examples(config: Any, split: str) -> Tuple[dict, datasets.DatasetInfo]
 
 
 def train_on_examples(config: ml_collections.ConfigDict, examples: dict, workdir: str,
-                      class_names: Tuple[str, ...]) -> training.TrainState:
-  """Trains `config.model` on in-memory `examples` into `workdir` as launch.train would
-  (config.json, checkpoints, samples, TensorBoard), resuming a run left there; returns the final
-  state."""
-  model = models.create(config.model)
-  training.check_model_matches_data(model, examples["image"].shape[1:], class_names,
-                                    config.dataset)
-  mesh = parallel.make_mesh()
-  config_json = config.to_json_best_effort(indent=2)
-  config_path = os.path.join(workdir, analysis.CONFIG_FILE)
-  if os.path.exists(config_path) and analysis.read_config(workdir).to_dict() != json.loads(
-      config_json):
-    raise SystemExit(f"{workdir} holds a run of another config ({config_path}); pass a new "
-                     "--workdir")
-  if parallel.is_primary():
-    os.makedirs(workdir, exist_ok=True)
-    with open(config_path, "w") as file:
-      file.write(config_json)
+                      class_names: Tuple[str, ...]) -> flow.TrainState:
+  """Trains `config.model` on in-memory `examples` into `workdir` as launch.train would, resuming a
+  run left there; returns the final state."""
   dataset = tf.data.Dataset.from_tensor_slices({"image": examples["image"],
                                                 "label": examples["label"]})
-  train_iterator = pipeline.TrainIterator(dataset, global_batch_size=config.batch_size,
-                                          sharding=parallel.batch_sharding(mesh), seed=config.seed)
-  writer = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
-  result = training.train(config, model=model, train_iterator=train_iterator, workdir=workdir,
-                          writer=writer, class_names=class_names, mesh=mesh)
-  writer.close()
+  result = runs.train_into_workdir(config, Workdir(workdir), dataset,
+                                   image_shape=examples["image"].shape[1:],
+                                   class_names=class_names)
   if result.stopped_early:
     raise SystemExit(f"stop requested: {workdir} saved its checkpoint; rerun the same command to "
                      "resume")
@@ -118,7 +89,7 @@ def train_on_examples(config: ml_collections.ConfigDict, examples: dict, workdir
 
 def output_path(run_flags: RunFlags, *parts: str) -> str:
   """A path under --output_dir (default WORKDIR/analysis), its folder created."""
-  folder = run_flags.output_dir.value or os.path.join(os.path.abspath(WORKDIR.value), "analysis")
+  folder = run_flags.output_dir.value or Workdir(WORKDIR.value).analysis
   path = os.path.join(folder, *parts)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   return path

@@ -47,7 +47,7 @@ def main(argv) -> None:
   rng = jax.random.PRNGKey(_SEED.value)
   n_bits = run.config.n_bits
   written = []
-  if analysis.is_class_conditional(run.model):
+  if run.model.is_class_conditional:
     grids = analysis.class_sample_grids(run.model, run.variables, rng, temperatures=temperatures,
                                         samples_per_class=_SAMPLES_PER_CLASS.value, n_bits=n_bits)
     for temperature, grid in grids.items():

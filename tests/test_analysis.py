@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flaxflow import analysis, checkpointing, models, objectives, training
+from flaxflow import analysis, checkpointing, models, objectives, optimization
+from flaxflow.tasks import flow
 from launch.configs import default as default_config
 
 RNG = jax.random.PRNGKey(0)
@@ -24,7 +25,7 @@ def build(name, **overrides):
   config = {"name": name, "image_shape": IMAGE_SHAPE, "levels": 2, "steps_per_level": 1,
             "width": 8}
   if name == "classifier":
-    config.update(num_classes=NUM_CLASSES, conditional_steps=1, conditional_width=8)
+    config.update(num_classes=NUM_CLASSES, h_steps=1, h_width=8)
   config.update(overrides)
   return models.create(config)
 
@@ -41,7 +42,7 @@ def tiny_labels(count=7):
 def model_and_variables(name, **overrides):
   """A model and its variables with noise on every parameter (zero-initialised layers act)."""
   model = build(name, **overrides)
-  labels = training.model_labels(model, jnp.asarray(tiny_labels()))
+  labels = model.conditioning_labels(jnp.asarray(tiny_labels()))
   x = objectives.dequantize(None, tiny_images(), N_BITS)
   variables = jax.jit(lambda rng: model.init(rng, x, labels, method="log_prob"))(RNG)
   noise = np.random.default_rng(1)
@@ -196,8 +197,8 @@ def test_transfer_without_shift_to_the_own_class_gives_the_input_back(name):
   model, variables = model_and_variables(name, **CONDITIONAL.get(name, {}))
   data = examples(NUM_CLASSES)
   shapes = jax.eval_shape(functools.partial(model.apply, method="encode"), variables,
-                          jnp.zeros((1, *IMAGE_SHAPE)), training.model_labels(
-                              model, jnp.zeros(1, jnp.int32)))[0]
+                          jnp.zeros((1, *IMAGE_SHAPE)),
+                          model.conditioning_labels(jnp.zeros(1, jnp.int32)))[0]
   shifts = tuple(np.ones((NUM_CLASSES, *z.shape[1:]), np.float32) for z in shapes)
   kept = analysis.transfer_expressions(model, variables, data["image"], data["label"], shifts,
                                        n_bits=N_BITS, strength=0.0)
@@ -322,7 +323,7 @@ def test_ablation_rows_are_the_papers_six_models_of_one_size():
     assert model.svd_rank == (2 if "SVD" in row.label else None)
     variables = jax.eval_shape(functools.partial(model.init, method="log_prob"), RNG,
                                jnp.zeros((1, *IMAGE_SHAPE)))
-    parameters[row.slug] = analysis.count_parameters(variables["params"])
+    parameters[row.slug] = optimization.count_parameters(variables["params"])
   assert parameters["bplf_3x3_1x1"] < parameters["bplf_3x3"]  # 1x1 saves parameters.
   assert parameters["glow"] == parameters["glow_svd"]
   assert [row.slug for row in analysis.ablation_rows(base, 2, only=["glow_svd"])] == ["glow_svd"]
@@ -384,9 +385,9 @@ def tiny_run_config():
 def save_run(workdir, config, step):
   """A workdir as launch.train leaves it: config.json and one checkpoint of a fresh state."""
   model = models.create(config.model)
-  optimizer = training.make_optimizer(config.optimizer, config.num_steps)
+  optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)
   batch = {"image": jnp.asarray(tiny_images(4)), "label": jnp.asarray(tiny_labels(4))}
-  state = jax.jit(functools.partial(training.create_train_state, model, optimizer,
+  state = jax.jit(functools.partial(flow.create_train_state, model, optimizer,
                                     n_bits=config.n_bits, use_ema=True))(batch, RNG)
   state = state.replace(step=jnp.asarray(step, jnp.int32),
                         ema_params=jax.tree.map(lambda leaf: leaf + 1.0, state.params))
@@ -404,26 +405,26 @@ def save_run(workdir, config, step):
 def test_load_trained_restores_the_model_and_the_averaged_parameters(tmp_path):
   config = tiny_run_config()
   state = save_run(str(tmp_path), config, step=7)
-  run = analysis.load_trained(str(tmp_path))
+  run = flow.load_trained(str(tmp_path))
   assert run.step == 7 and isinstance(run.model, models.BPLF)
   assert run.config.model.num_classes == NUM_CLASSES
   for restored, saved in zip(jax.tree.leaves(run.variables["params"]),
                              jax.tree.leaves(state.ema_params)):
     np.testing.assert_array_equal(restored, saved)
-  raw = analysis.load_trained(str(tmp_path), use_ema=False)
+  raw = flow.load_trained(str(tmp_path), use_ema=False)
   for restored, saved in zip(jax.tree.leaves(raw.variables["params"]),
                              jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(restored, saved)
   with pytest.raises(ValueError, match=r"step=3: .* has the steps \[7\]"):
-    analysis.load_trained(str(tmp_path), step=3)
+    flow.load_trained(str(tmp_path), step=3)
 
 
 def test_load_trained_errors_name_the_missing_file(tmp_path):
   with pytest.raises(FileNotFoundError, match="no config.json; train into it first"):
-    analysis.load_trained(str(tmp_path))
+    flow.load_trained(str(tmp_path))
   (tmp_path / "config.json").write_text('{"model": ')
   with pytest.raises(ValueError, match=r"config.json:1: not valid JSON"):
-    analysis.load_trained(str(tmp_path))
+    flow.load_trained(str(tmp_path))
   (tmp_path / "config.json").write_text(json.dumps(tiny_run_config().to_dict()))
   with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
-    analysis.load_trained(str(tmp_path))
+    flow.load_trained(str(tmp_path))

@@ -95,7 +95,7 @@ def test_benchmark_flags_reject_non_positive_counts(capsys):
 
 def test_model_convolutions_lists_each_distinct_layer_of_the_scanned_steps():
   config = dict(name="bplf", image_shape=(8, 8, 1), num_classes=3, levels=2, steps_per_level=2,
-                width=16, net="3x3")
+                width=16, g_variant="3x3")
   layers = benchmarking.model_convolutions(config, batch_size=2)
   assert len({json.dumps(layer) for layer in layers}) == len(layers)
   kernels = [tuple(layer["kernel_shape"]) for layer in layers]
@@ -145,7 +145,7 @@ def test_torch_peers_compute_what_flaxflow_computes():
                                               torch.from_numpy(kernel))
     np.testing.assert_allclose(theirs.permute(0, 2, 3, 1).numpy(), ours, rtol=1e-4, atol=1e-3)
   config = dict(name="bplf", image_shape=(8, 8, 1), num_classes=3, levels=2, steps_per_level=2,
-                width=16, net="3x3-1x1")
+                width=16, g_variant="3x3-1x1")
   model = models.create(config)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)),
                                                 jnp.zeros(2, jnp.int32), method="log_prob"))

@@ -69,7 +69,9 @@ _WORKER = textwrap.dedent("""
     import jax
     import ml_collections
     import numpy as np
-    from flaxflow import models, training
+    from flaxflow import loop, models
+    from flaxflow.tasks.flow import FlowTask
+    from flaxflow.workdir import Workdir
 
     GLOBAL_BATCH = 16
 
@@ -112,10 +114,9 @@ _WORKER = textwrap.dedent("""
         name="bplf", image_shape=(8, 8, 1), num_classes=3, levels=1, steps_per_level=2, width=8)))
     mesh = parallel.make_mesh()
     recorder = Recorder()
-    result = training.train(config, model=model, workdir=workdir, writer=recorder, mesh=mesh,
-                            train_iterator=LocalRows(images, labels,
-                                                     parallel.batch_sharding(mesh)),
-                            class_names=["a", "b", "c"])
+    result = loop.train(FlowTask(config, model, mesh, ["a", "b", "c"]), config,
+                        workdir=Workdir(workdir), writer=recorder, mesh=mesh,
+                        train_iterator=LocalRows(images, labels, parallel.batch_sharding(mesh)))
     params = jax.tree.map(lambda leaf: float(np.asarray(leaf, np.float64).sum()),
                           jax.tree.leaves(result.state.params))
     print("RESULT " + json.dumps({"devices": jax.device_count(), "losses": recorder.losses,

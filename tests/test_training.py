@@ -1,4 +1,5 @@
-"""Tests of flaxflow.training: optimizer, train step, non-finite skipping, EMA, evaluation, the loop."""
+"""Tests of the flow task on the training loop: optimizer, train step, non-finite skipping, EMA,
+held-out metrics, samples, and whole runs."""
 
 import functools
 import json
@@ -10,7 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from flaxflow import checkpointing, models, objectives, parallel, training
+from flaxflow import analysis, checkpointing, loop, models, objectives, optimization, parallel
+from flaxflow.tasks import flow
+from flaxflow.workdir import Workdir
+from training_helpers import ArrayIterator, RecordingWriter
 
 
 def tiny_model(name="bplf"):
@@ -18,7 +22,7 @@ def tiny_model(name="bplf"):
   fields = dict(name=name, image_shape=(4, 4, 1), num_classes=3, levels=1, steps_per_level=1,
                 width=4)
   if name == "classifier":
-    fields.update(conditional_steps=1, conditional_width=4)
+    fields.update(h_steps=1, h_width=4)
   return models.create(ml_collections.ConfigDict(fields))
 
 
@@ -29,44 +33,6 @@ def toy_dataset(num_examples=96, num_classes=3, seed=0):
   centre = 60 + 60 * labels[:, None, None, None]
   noise = rng.normal(0, 20, (num_examples, 4, 4, 1))
   return np.clip(centre + noise, 0, 255).astype(np.uint8), labels
-
-
-class ArrayIterator:
-  """Epoch-shuffled global batches of in-memory arrays; its state is the number of batches drawn."""
-
-  def __init__(self, images, labels, *, global_batch_size, sharding, seed=0):
-    self.images, self.labels = images, labels
-    self.batch_size, self.sharding, self.seed = global_batch_size, sharding, seed
-    self.batches_drawn = 0
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    per_epoch = len(self.images) // self.batch_size
-    epoch, index = divmod(self.batches_drawn, per_epoch)
-    order = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
-    chosen = order[index * self.batch_size:(index + 1) * self.batch_size]
-    self.batches_drawn += 1
-    batch = {"image": self.images[chosen], "label": self.labels[chosen]}
-    return parallel.global_batch_from_full(batch, self.sharding)
-
-  def get_state(self):
-    return {"batches_drawn": self.batches_drawn}
-
-  def set_state(self, state):
-    self.batches_drawn = state["batches_drawn"]
-
-
-class RecordingWriter:
-  def __init__(self):
-    self.scalars = {}
-
-  def write_scalars(self, step, scalars):
-    self.scalars.setdefault(step, {}).update(scalars)
-
-  def flush(self):
-    pass
 
 
 def toy_config(**overrides):
@@ -90,9 +56,9 @@ def run_toy(workdir, config, images=None, labels=None, model_name="bplf"):
   eval_images, eval_labels = toy_dataset(num_examples=32, seed=1)
   eval_batches = lambda: ({"image": eval_images[i:i + 16], "label": eval_labels[i:i + 16]}
                           for i in (0, 16))
-  result = training.train(config, model=tiny_model(model_name), train_iterator=iterator, workdir=str(workdir),
-                          writer=writer, class_names=["a", "b", "c"], eval_batches=eval_batches,
-                          mesh=mesh)
+  task = flow.FlowTask(config, tiny_model(model_name), mesh, ["a", "b", "c"], eval_batches)
+  result = loop.train(task, config, train_iterator=iterator, workdir=Workdir(str(workdir)),
+                      writer=writer, mesh=mesh)
   return result, writer
 
 
@@ -104,7 +70,7 @@ def train_losses(writer):
 def test_learning_rate_warms_up_linearly_then_decays():
   optimizer_config = toy_config(**{"optimizer.schedule": "cosine", "optimizer.warmup_steps": 10,
                                    "optimizer.learning_rate": 1.0}).optimizer
-  schedule = training.learning_rate_schedule(optimizer_config, num_steps=110)
+  schedule = optimization.learning_rate_schedule(optimizer_config, num_steps=110)
   assert schedule(0) == 0.0
   np.testing.assert_allclose(schedule(5), 0.5)
   np.testing.assert_allclose(schedule(10), 1.0)
@@ -116,13 +82,13 @@ def test_learning_rate_warms_up_linearly_then_decays():
                                           ("optimizer.schedule", "linear")])
 def test_unknown_optimizer_settings_are_named_in_the_error(field, value):
   with pytest.raises(ValueError, match=field):
-    training.make_optimizer(toy_config(**{field: value}).optimizer, num_steps=10)
+    optimization.make_optimizer(toy_config(**{field: value}).optimizer, num_steps=10)
 
 
 def test_gradient_clipping_bounds_the_first_adamax_step():
   config = toy_config(**{"optimizer.name": "adamax", "optimizer.warmup_steps": 0,
                          "optimizer.learning_rate": 0.1, "optimizer.grad_clip_norm": 1.0})
-  optimizer = training.make_optimizer(config.optimizer, num_steps=10)
+  optimizer = optimization.make_optimizer(config.optimizer, num_steps=10)
   params = {"w": jnp.zeros(3)}
   updates, _ = optimizer.update({"w": jnp.array([300.0, -400.0, 0.0])}, optimizer.init(params),
                                 params)
@@ -133,16 +99,16 @@ def test_gradient_clipping_bounds_the_first_adamax_step():
 def _fresh_state(config, model_name="bplf"):
   model = tiny_model(model_name)
   images, labels = toy_dataset(num_examples=config.batch_size)
-  optimizer = training.make_optimizer(config.optimizer, config.num_steps)
+  optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
-  init = jax.jit(functools.partial(training.create_train_state, model, optimizer,
+  init = jax.jit(functools.partial(flow.create_train_state, model, optimizer,
                                    n_bits=config.n_bits, use_ema=config.ema_decay > 0))
   return model, optimizer, batch, init(batch, jax.random.PRNGKey(0))
 
 
 def _step_fn(config, model, optimizer, loss_fn=None):
-  return jax.jit(functools.partial(training.train_step, model=model, optimizer=optimizer,
-                                   loss_fn=loss_fn or training.make_loss_fn(config),
+  return jax.jit(functools.partial(flow.train_step, model=model, optimizer=optimizer,
+                                   loss_fn=loss_fn or flow.make_loss_fn(config),
                                    rng=jax.random.PRNGKey(1), ema_decay=config.ema_decay))
 
 
@@ -171,7 +137,7 @@ def test_train_step_lowers_the_loss_and_counts_steps():
   for _ in range(20):
     state, metrics = step(state, batch)
     losses.append(float(metrics["loss"]))
-  assert int(state.step) == 20 and int(state.skipped_updates) == 0
+  assert int(state.step) == 20 and int(state.skips.total) == 0
   assert losses[-1] < losses[0] - 0.5
 
 
@@ -183,15 +149,15 @@ def test_non_finite_batch_skips_the_update_and_is_counted():
   after, metrics = nan_step(state, batch)
   assert int(metrics["skipped"]) == 1
   assert int(after.step) == int(state.step) + 1
-  assert int(after.skipped_updates) == 1 and int(after.consecutive_skipped) == 1
+  assert int(after.skips.total) == 1 and int(after.skips.consecutive) == 1
   for kept, original in [(after.params, state.params), (after.opt_state, state.opt_state),
                          (after.ema_params, state.ema_params)]:
     jax.tree.map(np.testing.assert_array_equal, kept, original)
   twice, _ = nan_step(after, batch)
-  assert int(twice.consecutive_skipped) == 2
+  assert int(twice.skips.consecutive) == 2
   recovered, metrics = step(twice, batch)
-  assert int(metrics["skipped"]) == 0 and int(recovered.consecutive_skipped) == 0
-  assert int(recovered.skipped_updates) == 2
+  assert int(metrics["skipped"]) == 0 and int(recovered.skips.consecutive) == 0
+  assert int(recovered.skips.total) == 2
 
 
 def test_ema_follows_the_parameters():
@@ -215,13 +181,14 @@ def test_evaluate_averages_per_example_metrics_over_real_examples_only(model_nam
   model, _, _, state = _fresh_state(config, model_name)
   images, labels = toy_dataset(num_examples=40, seed=3)
   mask = np.arange(40) < 37  # The last batch is padded, as data.pipeline.eval_batches pads it.
-  loss_fn = training.make_loss_fn(config)
+  loss_fn = flow.make_loss_fn(config)
   variables = state.variables()
   mesh = parallel.make_mesh()
   batches = [{"image": images[i:i + 20], "label": labels[i:i + 20], "mask": mask[i:i + 20]}
              for i in (0, 20)]
   rng = jax.random.PRNGKey(0)
-  metrics = training.evaluate(model, variables, batches, loss_fn=loss_fn, mesh=mesh, rng=rng)
+  metrics = analysis.mean_example_metrics(model, variables, batches, loss_fn=loss_fn, mesh=mesh,
+                                       rng=rng)
   example_rngs = np.concatenate([jax.random.split(jax.random.fold_in(rng, index), 20)
                                  for index in range(2)])
   example_metrics = jax.jit(lambda image, label, key: loss_fn(model, variables, image, label,
@@ -233,15 +200,16 @@ def test_evaluate_averages_per_example_metrics_over_real_examples_only(model_nam
     np.testing.assert_allclose(metrics[name], np.mean([float(m[name]) for m in per_example]),
                                rtol=1e-5)
   unmasked = [{"image": images[:20], "label": labels[:20]}]
-  assert training.evaluate(model, variables, unmasked, loss_fn=loss_fn, mesh=mesh, rng=rng)
+  assert analysis.mean_example_metrics(model, variables, unmasked, loss_fn=loss_fn, mesh=mesh,
+                                       rng=rng)
   with pytest.raises(ValueError, match="no examples"):
-    training.evaluate(model, variables, [], loss_fn=loss_fn, mesh=mesh, rng=rng)
+    analysis.mean_example_metrics(model, variables, [], loss_fn=loss_fn, mesh=mesh, rng=rng)
 
 
 def test_sample_grid_has_one_row_per_class():
   config = toy_config()
   model, _, _, state = _fresh_state(config)
-  grid = training.sample_grid(model, state.variables(), jax.random.PRNGKey(0), samples_per_class=5,
+  grid = analysis.sample_grid(model, state.variables(), jax.random.PRNGKey(0), samples_per_class=5,
                               temperature=0.5, n_bits=8, mesh=parallel.make_mesh())
   assert grid.shape == (3, 5, 4, 4, 1) and grid.dtype == np.uint8
 
@@ -280,12 +248,10 @@ def test_huge_learning_rate_stops_the_run_with_a_clear_message(tmp_path):
   config = toy_config(**{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0,
                          "optimizer.grad_clip_norm": 0.0}, max_consecutive_nonfinite=3,
                       num_steps=40)
-  with pytest.raises(training.NonFiniteError, match="max_consecutive_nonfinite=3"):
+  with pytest.raises(loop.NonFiniteError, match="max_consecutive_nonfinite=3"):
     run_toy(tmp_path, config)
   manager = checkpointing.create_manager(str(tmp_path / "checkpoints"), save_interval_steps=4)
   replicated = parallel.replicated_sharding(parallel.make_mesh())
-  abstract_state = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                                  sharding=replicated),
-                                jax.eval_shape(lambda: _fresh_state(config)[3]))
+  abstract_state = checkpointing.abstract_state(lambda: _fresh_state(config)[3], replicated)
   state, _ = checkpointing.restore(manager, abstract_state)
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))

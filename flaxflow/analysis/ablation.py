@@ -7,9 +7,6 @@ the same config (steps, batch, optimizer); only the step type, BPLF's g and the 
 import dataclasses
 from typing import Any, Dict, List, Mapping, Sequence
 
-import jax
-import numpy as np
-
 # (slug, label, model name, BPLF g, with SVD)
 _TABLE_3 = (
     ("glow", "Glow", "glow", None, False),
@@ -44,20 +41,16 @@ def ablation_rows(base_model: Mapping[str, Any], svd_rank: int,
     raise ValueError(f"rows {missing}: expected some of {', '.join(slugs)}")
   shared = {name: value for name, value in base_model.items() if name != "name"}
   rows = []
-  for slug, label, name, net, with_svd in _TABLE_3:
+  for slug, label, name, g_variant, with_svd in _TABLE_3:
     if only and slug not in only:
       continue
     model = dict(shared, name=name)
-    if net is not None:
-      model["net"] = net
+    if g_variant is not None:
+      model["g_variant"] = g_variant
     if with_svd:
       model["svd_rank"] = svd_rank
     rows.append(AblationRow(slug, label, model))
   return rows
-
-
-def count_parameters(params: Any) -> int:
-  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
 
 
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import sklearn.manifold
 
-from flaxflow import objectives, training
+from flaxflow import objectives
 from flaxflow.analysis import batches as batches_lib
 
 
@@ -29,7 +29,7 @@ def latent_features(model: nn.Module, variables: Any, batches: Iterable[batches_
   @jax.jit
   def encode(variables, images, labels):
     x = objectives.dequantize(None, images, n_bits)
-    labels = training.model_labels(model, labels) if use_labels else None
+    labels = model.conditioning_labels(labels) if use_labels else None
     latents, _ = model.apply(variables, x, labels, method="encode")
     if not -len(latents) <= level < len(latents):
       raise ValueError(f"level={level}: the model has {len(latents)} latents (levels "

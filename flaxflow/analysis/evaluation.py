@@ -1,4 +1,5 @@
-"""Bits/dim, log-likelihood, and recognition accuracy with a confusion matrix on a test split.
+"""Bits/dim, log-likelihood, and recognition accuracy with a confusion matrix on a test split;
+and the mean training metrics on held-out data that a training run logs.
 
 Log-likelihoods are of the discrete n-bit images: the dequantised density minus D log(2**n_bits)
 (a lower bound, `flaxflow.objectives`), in nats per image. A class-conditional model is also a
@@ -6,32 +7,25 @@ classifier by Bayes' rule, argmax_y log p(x | y) + log p(y): the conditional-Glo
 its learned p(y), the class-conditional Glow and BPLF with a uniform p(y).
 """
 
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxflow import objectives, training
+from flaxflow import objectives, parallel
 from flaxflow.analysis import batches as batches_lib
 
 Array = jax.Array
-
-
-def is_class_conditional(model: nn.Module) -> bool:
-  return training.num_classes(model) > 0
-
-
-def has_svd(model: nn.Module) -> bool:
-  return getattr(model, "svd_rank", None) is not None
+LossFn = Callable[..., Tuple[Array, Dict[str, Array]]]
 
 
 def class_log_joint(model: nn.Module, variables: Any, x: Array) -> Array:
   """log p(x | y=i) + log p(y=i) for every class i, shape (B, num_classes)."""
-  if objectives.is_classifier(model):
+  if model.is_classifier:
     return model.apply(variables, x, method="class_logits")
-  num_classes = training.num_classes(model)
+  num_classes = model.num_classes
   if not num_classes:
     raise ValueError(f"{type(model).__name__} is not class-conditional (num_classes=0): it has no "
                      "class scores")
@@ -52,11 +46,11 @@ def example_scores(model: nn.Module, variables: Any, images: Array, labels: Arra
   `class_log_joint`.
   """
   x = objectives.dequantize(rng, images, n_bits)
-  labels = training.model_labels(model, labels)
+  labels = model.conditioning_labels(labels)
   scores = {"log_prob": model.apply(variables, x, labels, method="log_prob")}
-  if has_svd(model):
+  if model.truncates_input:
     scores["raw_log_prob"] = model.apply(variables, x, labels, apply_svd=False, method="log_prob")
-  if is_class_conditional(model):
+  if model.is_class_conditional:
     scores["class_log_joint"] = class_log_joint(model, variables, x)
   return scores
 
@@ -145,3 +139,42 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Bat
   scores = score_examples(model, variables, batches, n_bits=n_bits, rng=rng, mesh=mesh)
   num_dims = int(np.prod(model.image_shape))
   return evaluation_report(scores, num_dims=num_dims, n_bits=n_bits, class_names=class_names)
+
+
+def mean_example_metrics(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Batch], *,
+                         loss_fn: LossFn, mesh: jax.sharding.Mesh,
+                         rng: Array) -> Dict[str, float]:
+  """The metrics of `loss_fn` averaged over every real example of `batches`.
+
+  Each process passes its own numpy batches {"image", "label", "mask"} (mask optional: False marks
+  padding), all of one size, as `data.pipeline.eval_batches` gives them. Metrics are computed per
+  example so that padding can be left out exactly.
+  """
+
+  @jax.jit
+  def batch_sums(variables, batch, batch_rng):
+    def example_metrics(image, label, example_rng):
+      labels = model.conditioning_labels(label[None])
+      return loss_fn(model, variables, image[None], labels, example_rng)[1]
+
+    example_rngs = jax.random.split(batch_rng, batch["image"].shape[0])
+    metrics = jax.vmap(example_metrics)(batch["image"], batch["label"], example_rngs)
+    weights = batch["mask"].astype(jnp.float32)
+    sums = {name: jnp.sum(value * weights) for name, value in metrics.items()}
+    return sums, jnp.sum(weights)
+
+  sharding = parallel.batch_sharding(mesh)
+  totals: Dict[str, float] = {}
+  count = 0.0
+  for index, batch in enumerate(batches):
+    local = {"image": batch["image"], "label": batch["label"],
+             "mask": batches_lib.real_rows(batch)}
+    parallel.check_batch_size(len(local["label"]) * jax.process_count(), mesh)
+    sums, weight = jax.device_get(batch_sums(variables, parallel.global_batch_from_local(
+        local, sharding), jax.random.fold_in(rng, index)))
+    for name, value in sums.items():
+      totals[name] = totals.get(name, 0.0) + float(value)
+    count += float(weight)
+  if count == 0:
+    raise ValueError("mean_example_metrics: `batches` yielded no examples")
+  return {name: total / count for name, total in totals.items()}

@@ -10,6 +10,7 @@ shift and the model's conditioning move the image towards class c.
 """
 
 import dataclasses
+import functools
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -17,11 +18,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxflow import objectives, parallel, training
+from flaxflow import objectives, parallel
 from flaxflow.analysis import batches as batches_lib
 
 Array = jax.Array
 Latents = Tuple[Array, ...]
+
+
+def sample_grid(model: nn.Module, variables: Any, rng: Array, *, samples_per_class: int,
+                temperature: float, n_bits: int, mesh: jax.sharding.Mesh) -> np.ndarray:
+  """uint8 samples (rows, samples_per_class, H, W, C): one row per class, one if unconditional."""
+  rows = max(1, model.num_classes)
+  labels = model.conditioning_labels(jnp.repeat(jnp.arange(rows), samples_per_class))
+
+  @functools.partial(jax.jit, out_shardings=parallel.replicated_sharding(mesh))
+  def draw(variables, rng):
+    x = model.apply(variables, rng, rows * samples_per_class, labels, temperature,
+                    method="sample")
+    return objectives.postprocess(x, n_bits)
+
+  samples = np.asarray(jax.device_get(draw(variables, rng)))
+  return samples.reshape(rows, samples_per_class, *samples.shape[1:])
 
 
 def class_sample_grids(model: nn.Module, variables: Any, rng: Array, *,
@@ -31,14 +48,12 @@ def class_sample_grids(model: nn.Module, variables: Any, rng: Array, *,
 
   Every temperature uses the same noise, so the grids differ only by the temperature.
   """
-  if not training.num_classes(model):
+  if not model.is_class_conditional:
     raise ValueError(f"{type(model).__name__} is unconditional (num_classes=0): it has no classes "
                      "to sample; use unconditional_samples")
   mesh = parallel.make_mesh() if mesh is None else mesh
-  return {temperature: training.sample_grid(model, variables, rng,
-                                            samples_per_class=samples_per_class,
-                                            temperature=temperature, n_bits=n_bits,
-                                            mesh=mesh)
+  return {temperature: sample_grid(model, variables, rng, samples_per_class=samples_per_class,
+                                   temperature=temperature, n_bits=n_bits, mesh=mesh)
           for temperature in temperatures}
 
 
@@ -49,8 +64,8 @@ def unconditional_samples(model: nn.Module, variables: Any, rng: Array, *, rows:
   num_samples = rows * columns
   label_rng, sample_rng = jax.random.split(rng)
   labels = None
-  if training.num_classes(model) and not objectives.is_classifier(model):
-    labels = jax.random.randint(label_rng, (num_samples,), 0, training.num_classes(model))
+  if model.is_class_conditional and not model.is_classifier:
+    labels = jax.random.randint(label_rng, (num_samples,), 0, model.num_classes)
 
   @jax.jit
   def draw(variables, sample_rng, labels, temperature):
@@ -65,13 +80,13 @@ def _encode(model: nn.Module, variables: Any, images: Array, labels: Array,
             n_bits: int) -> Latents:
   """Latents of uint8 `images` at their bin centres (deterministic), with their labels if needed."""
   x = objectives.dequantize(None, images, n_bits)
-  latents, _ = model.apply(variables, x, training.model_labels(model, labels), method="encode")
+  latents, _ = model.apply(variables, x, model.conditioning_labels(labels), method="encode")
   return latents
 
 
 def _decode(model: nn.Module, variables: Any, latents: Latents, labels: Array,
             n_bits: int) -> Array:
-  x = model.apply(variables, latents, training.model_labels(model, labels), method="decode")
+  x = model.apply(variables, latents, model.conditioning_labels(labels), method="decode")
   return objectives.postprocess(x, n_bits)
 
 
@@ -159,7 +174,7 @@ def interpolate(model: nn.Module, variables: Any, images_a: np.ndarray, labels_a
   if num_points < 2:
     raise ValueError(f"num_points={num_points}: an interpolation needs at least its two ends")
   weights = np.linspace(0.0, 1.0, num_points, dtype=np.float32)
-  label_free = objectives.is_classifier(model)
+  label_free = model.is_classifier
 
   @jax.jit
   def run(variables, images_a, labels_a, images_b, labels_b):

@@ -13,27 +13,28 @@ from flaxflow.bijectors import ActNorm, BiParallelLinear, Chain, InvertibleConv1
 from flaxflow.models.multiscale import MultiscaleFlow
 
 
-def bplf_step(width: int, num_parts: int, net: str, actnorm: bool, use_lu: bool,
+def bplf_step(width: int, num_parts: int, g_variant: str, actnorm: bool, use_lu: bool,
               dtype: Any) -> Chain:
   layers = [ActNorm()] if actnorm else []
   layers += [
       InvertibleConv1x1(use_lu=use_lu),
-      BiParallelLinear(width=width, num_parts=num_parts, g_variant=net, dtype=dtype),
+      BiParallelLinear(width=width, num_parts=num_parts, g_variant=g_variant, dtype=dtype),
   ]
   return Chain(layers)
 
 
 class BPLF(MultiscaleFlow):
-  """Multi-scale BPLF. `net` picks g: three 3x3 convs ("3x3") or 3x3 & 1x1 & 3x3 ("3x3-1x1")."""
+  """Multi-scale BPLF. `g_variant` picks g: three 3x3 convs ("3x3") or 3x3 & 1x1 & 3x3
+  ("3x3-1x1")."""
 
   width: int = 512
   num_parts: int = 2
-  net: str = "3x3"
+  g_variant: str = "3x3"
   actnorm: bool = False
   use_lu: bool = True
   condition_steps: bool = True
   dtype: Any = jnp.float32
 
   def step_factory(self):
-    return functools.partial(bplf_step, self.width, self.num_parts, self.net, self.actnorm,
+    return functools.partial(bplf_step, self.width, self.num_parts, self.g_variant, self.actnorm,
                              self.use_lu, self.dtype)

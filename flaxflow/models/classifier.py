@@ -16,9 +16,9 @@ from typing import Any, Optional, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flaxflow.distributions import TopPrior, gaussian_log_prob, gaussian_sample
+from flaxflow.models.capabilities import ModelCapabilities
 from flaxflow.models.glow import Glow, glow_step
 from flaxflow.models.multiscale import Latents, top_latent_shape
 from flaxflow.models.step_stack import StepStack
@@ -26,16 +26,18 @@ from flaxflow.models.step_stack import StepStack
 Array = jax.Array
 
 
-class ConditionalGlowClassifier(nn.Module):
-  """Glow f(x) with a conditional flow h(z_1, y) on its deepest latent."""
+class ConditionalGlowClassifier(ModelCapabilities, nn.Module):
+  """Glow f(x) with a conditional flow h(z_1, y) of `h_steps` Glow steps on its deepest latent."""
+
+  is_classifier = True
 
   image_shape: Tuple[int, int, int]
   num_classes: int = 7
   levels: int = 3
   steps_per_level: int = 8
   width: int = 512
-  conditional_steps: int = 4
-  conditional_width: int = 128
+  h_steps: int = 4
+  h_width: int = 128
   additive: bool = False
   use_lu: bool = True
   gradient: str = "plain"
@@ -50,16 +52,11 @@ class ConditionalGlowClassifier(nn.Module):
                      additive=self.additive, use_lu=self.use_lu, gradient=self.gradient,
                      scan_unroll=self.scan_unroll, dtype=self.dtype)
     self.conditional_flow = StepStack(
-        functools.partial(glow_step, self.conditional_width, self.additive, self.use_lu,
-                          self.dtype),
-        self.conditional_steps, self.gradient, self.scan_unroll)
+        functools.partial(glow_step, self.h_width, self.additive, self.use_lu, self.dtype),
+        self.h_steps, self.gradient, scan_unroll=self.scan_unroll)
     self.top_prior = TopPrior(top_latent_shape(self.image_shape, self.levels))
     self.class_prior_logits = self.param("class_prior_logits", nn.initializers.zeros,
                                          (self.num_classes,))
-
-  @property
-  def num_dims(self) -> int:
-    return int(np.prod(self.image_shape))
 
   def _one_hot(self, labels: Array) -> Array:
     return jax.nn.one_hot(labels, self.num_classes, dtype=jnp.float32)

@@ -13,10 +13,10 @@ from typing import Callable, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flaxflow.bijectors import Bijector, Squeeze
 from flaxflow.distributions import SplitPrior, TopPrior, gaussian_log_prob, gaussian_sample
+from flaxflow.models.capabilities import ModelCapabilities
 from flaxflow.models.step_stack import StepStack
 from flaxflow.preprocessing import svd_truncate
 
@@ -41,7 +41,7 @@ def validate_image_shape(image_shape: Sequence[int], levels: int) -> None:
                      f"2**levels = {factor} (levels={levels})")
 
 
-class MultiscaleFlow(nn.Module):
+class MultiscaleFlow(ModelCapabilities, nn.Module):
   """Base of the multi-scale flows; subclasses say what one step is (`step_factory`)."""
 
   image_shape: Tuple[int, int, int]
@@ -60,15 +60,12 @@ class MultiscaleFlow(nn.Module):
     validate_image_shape(self.image_shape, self.levels)
     self.squeeze = Squeeze()
     self.level_steps = [
-        StepStack(self.step_factory(), self.steps_per_level, self.gradient, self.scan_unroll)
+        StepStack(self.step_factory(), self.steps_per_level, self.gradient,
+                  scan_unroll=self.scan_unroll)
         for _ in range(self.levels)
     ]
     self.split_priors = [SplitPrior() for _ in range(self.levels - 1)]
     self.top_prior = TopPrior(top_latent_shape(self.image_shape, self.levels))
-
-  @property
-  def num_dims(self) -> int:
-    return int(np.prod(self.image_shape))
 
   def one_hot(self, labels: Optional[Array]) -> Optional[Array]:
     """The one-hot conditioning of `labels`, or None for an unconditional model."""

@@ -10,7 +10,7 @@ time does not grow with depth. Three ways to get gradients (`gradient`):
   backwards, recomputes each step's input from its output with the step's inverse (the steps are
   bijections), so memory is flat in depth.
 
-`unroll` is `lax.scan`'s: that many steps per loop iteration. Unrolling removes the loop's
+`scan_unroll` is `lax.scan`'s `unroll`: steps per loop iteration. Unrolling removes the loop's
 per-iteration stacking and slicing of activations (about a fifth faster on CPU at K=8) at the
 price of compile time that grows with the steps unrolled; 1 keeps compile time flat in depth.
 """
@@ -122,15 +122,15 @@ class StepStack(Bijector):
   make_step: Callable[[], Bijector]
   num_steps: int
   gradient: str = "plain"
-  unroll: int = 1
+  scan_unroll: int = 1
 
   def setup(self):
     if self.gradient not in GRADIENT_MODES:
       raise ValueError(f"gradient={self.gradient!r}: expected one of {GRADIENT_MODES}")
     if self.num_steps < 1:
       raise ValueError(f"num_steps={self.num_steps}: a level needs at least one step")
-    if self.unroll < 1:
-      raise ValueError(f"unroll={self.unroll}: expected a positive number of steps")
+    if self.scan_unroll < 1:
+      raise ValueError(f"scan_unroll={self.scan_unroll}: expected a positive number of steps")
     scanned_cell = nn.scan(
         _StepCell,
         variable_axes={"params": 0, "constants": 0},
@@ -151,9 +151,9 @@ class StepStack(Bijector):
       return y, log_det
     forward, inverse = self._step_functions()
     if self.gradient == "reversible":
-      return _reversible_forward(forward, inverse, self.cells.variables, x, cond, self.unroll)
+      return _reversible_forward(forward, inverse, self.cells.variables, x, cond, self.scan_unroll)
     return _scan_forward(forward, self.cells.variables, x, cond, remat=self.gradient == "remat",
-                         unroll=self.unroll)
+                         unroll=self.scan_unroll)
 
   def inverse_and_log_det(self, y, cond=None):
     _, inverse = self._step_functions()
@@ -164,5 +164,5 @@ class StepStack(Bijector):
       return (x, log_det + step_log_det), None
 
     (x, log_det), _ = jax.lax.scan(body, (y, zero_log_det(y)), self.cells.variables, reverse=True,
-                                   unroll=self.unroll)
+                                   unroll=self.scan_unroll)
     return x, log_det

@@ -9,5 +9,5 @@ def get_config() -> ml_collections.ConfigDict:
   config = common.digits_config()
   config.model = ml_collections.ConfigDict(dict(
       name="classifier", image_shape=(8, 8, 1), num_classes=10, levels=2, steps_per_level=4,
-      width=32, conditional_steps=2, conditional_width=32))
+      width=32, h_steps=2, h_width=32))
   return config

@@ -20,7 +20,7 @@ def get_config(image_size: str = "64") -> ml_collections.ConfigDict:
       # Width 256: each step has one g per part, three 3x3 convs each, so this is already ~85M
       # parameters, about twice Glow's on CIFAR-10 (width 512 would give ~320M).
       name="bplf", image_shape=(side, side, 1), num_classes=7, levels=4, steps_per_level=16,
-      width=256, net="3x3",
+      width=256, g_variant="3x3",
       # The paper's best model truncates the input by SVD but gives no rank; set one to use it.
       svd_rank=ml_collections.config_dict.placeholder(int)))
   return config

@@ -20,5 +20,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.sample_every = 10_000
   config.model = ml_collections.ConfigDict(dict(
       name="classifier", image_shape=(64, 64, 1), num_classes=7, levels=4, steps_per_level=32,
-      width=512, conditional_steps=4, conditional_width=512))
+      width=512, h_steps=4, h_width=512))
   return config

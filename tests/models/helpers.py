@@ -23,7 +23,7 @@ def tiny_images(rng, shape=(3, 4, 4, 1)):
 def build(name, **overrides):
   config = {"name": name, "image_shape": (4, 4, 1), "levels": 2, "steps_per_level": 2, "width": 8}
   if name == "classifier":
-    config.update(num_classes=3, conditional_steps=2, conditional_width=8)
+    config.update(num_classes=3, h_steps=2, h_width=8)
   config.update(overrides)
   return models.create(config)
 

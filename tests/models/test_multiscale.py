@@ -16,7 +16,7 @@ FLOWS = [
     ("glow", {"additive": True, "use_lu": False}),
     ("bplf", {}),
     ("bplf", {"num_classes": 3}),
-    ("bplf", {"num_classes": 3, "net": "3x3-1x1", "num_parts": 3, "actnorm": True}),
+    ("bplf", {"num_classes": 3, "g_variant": "3x3-1x1", "num_parts": 3, "actnorm": True}),
 ]
 
 

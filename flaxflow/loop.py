@@ -1,0 +1,212 @@
+"""The training loop every model family shares; what a family trains is its `Task`.
+
+The loop restores the latest checkpoint of the workdir (train state and data position) or asks the
+task for a fresh state, runs the task's jitted step with the state replicated over the device mesh
+and the batch split along its "data" axis (`flaxflow.parallel`), and reports progress and runs the
+task's periodic work through CLU's periodic actions. It stops when too many updates in a row were
+skipped for a non-finite loss or gradient, saves and returns on SIGTERM, and at the end saves, lets
+the task evaluate, and writes the workdir's final metrics.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Dict, Iterator, List, Mapping, Protocol, Sequence, Tuple
+
+import jax
+import numpy as np
+from absl import logging
+from clu import periodic_actions
+
+from flaxflow import checkpointing, parallel
+from flaxflow.workdir import Workdir
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+Metrics = Dict[str, Array]
+# Independent random streams, all derived from the run's seed.
+STREAMS = ("init", "train", "sample", "eval")
+CONSOLE_METRICS = ("loss", "bits_per_dim", "accuracy")
+
+
+def stream_key(seed: int, stream: str) -> Array:
+  """The key of one of the run's random `STREAMS`."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), STREAMS.index(stream))
+
+
+class NonFiniteError(RuntimeError):
+  """Raised when too many consecutive updates had a non-finite loss or gradient."""
+
+
+class Task(Protocol):
+  """What one model family gives the loop. `init_state` and `train_step` are pure; the loop jits
+  them. The state is any pytree with an int `step`; it is checkpointed whole."""
+
+  def init_state(self, batch: Batch, rng: Array) -> Any:
+    """A fresh train state; `batch` is the run's first batch (e.g. for data-dependent init)."""
+
+  def train_step(self, state: Any, batch: Batch, rng: Array) -> Tuple[Any, Metrics]:
+    """One update on a global batch, `state.step` advanced by one. `rng` is the run's train
+    stream: fold in the step for the step's own key. The scalar metrics include "loss" and those
+    of `flaxflow.optimization.skip_metrics`."""
+
+  def learning_rates(self, step: int) -> Dict[str, float]:
+    """The learning rate of each optimizer at `step`, for the log."""
+
+  def periodic_actions(self, workdir: Workdir,
+                       writer: Any) -> List[periodic_actions.PeriodicCallback]:
+    """Work during training (e.g. samples, evaluation); the loop calls each action after every
+    step before the last with `action(step, state=state)`."""
+
+  def final_evaluation(self, state: Any, workdir: Workdir, writer: Any) -> Dict[str, float]:
+    """The work of a finished run (e.g. samples); returns the held-out metrics."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+  state: Any
+  stopped_early: bool  # True when a stop request (SIGTERM) ended the run before num_steps.
+  eval_metrics: Dict[str, float]
+
+
+class _Throughput(periodic_actions.ReportProgress):
+  """CLU's progress report (steps/s, ETA) that also keeps the images per second it measured."""
+
+  def __init__(self, *, batch_size: int, **kwargs):
+    super().__init__(**kwargs)
+    self._batch_size = batch_size
+    self.images_per_second = None
+
+  def _apply(self, step: int, t: float):
+    self.images_per_second = self._batch_size * (step - self._previous_step) / (
+        t - self._previous_time)
+    super()._apply(step, t)
+
+
+def _peek(train_iterator) -> Batch:
+  """The next batch, leaving the iterator where it was."""
+  position = train_iterator.get_state()
+  batch = next(train_iterator)
+  train_iterator.set_state(position)
+  return batch
+
+
+def _mean_finite_metrics(history: Sequence[Metrics]) -> Dict[str, float]:
+  """Means over the steps of a log interval in which no update was skipped."""
+  history = jax.device_get(list(history))
+  kept = [metrics for metrics in history if not metrics["skipped"]]
+  means = {name: float(np.mean([metrics[name] for metrics in kept]))
+           for name in kept[0] if not name.startswith("skipped")} if kept else {}
+  means.update({name: float(sum(metrics[name] for metrics in history))
+                for name in history[0] if name.startswith("skipped")})
+  means.pop("consecutive_skipped", None)
+  return means
+
+
+def _check_finite_updates(metrics: Metrics, step: int, max_consecutive: int) -> None:
+  if not int(metrics["skipped"]):
+    return
+  consecutive = int(metrics["consecutive_skipped"])
+  logging.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step,
+                  consecutive)
+  if consecutive >= max_consecutive:
+    raise NonFiniteError(
+        f"{consecutive} consecutive updates at steps {step - consecutive + 1}..{step} had a "
+        f"non-finite loss or gradient (limit: max_consecutive_nonfinite={max_consecutive}); "
+        "stopping. Lower the learning rate or check the data; the last checkpoint is finite.")
+
+
+def _log_train_metrics(*, step: int, t: float, history: List[Metrics], num_steps: int, task: Task,
+                       throughput: _Throughput, writer: Any) -> Dict[str, float]:
+  """Writes the interval's mean metrics and learning rates, logs a console line; returns them."""
+  del t  # The throughput was measured by `throughput` at the same step.
+  scalars = _mean_finite_metrics(history)
+  history.clear()
+  values = " ".join(f"{name}={scalars[name]:.4f}" for name in CONSOLE_METRICS if name in scalars)
+  rate = throughput.images_per_second
+  logging.info("step %d/%d %s skipped=%d | %s img/s", step, num_steps, values, scalars["skipped"],
+               "?" if rate is None else f"{rate:.1f}")
+  if rate is not None:
+    scalars["images_per_second"] = rate
+  scalars.update({name: float(value) for name, value in task.learning_rates(step - 1).items()})
+  writer.write_scalars(step, {f"train/{name}": value for name, value in scalars.items()})
+  return scalars
+
+
+def _restore_or_init(manager, init, train_iterator, rng: Array,
+                     sharding: jax.sharding.Sharding) -> Any:
+  """The latest checkpoint's state (and data position) if there is one, else a fresh state."""
+  first_batch = _peek(train_iterator)
+  if manager.latest_step() is None:
+    return init(first_batch, rng)
+  abstract_state = checkpointing.abstract_state(init, sharding, first_batch, rng)
+  state, data_state = checkpointing.restore(manager, abstract_state)
+  train_iterator.set_state(data_state)
+  logging.info("resumed from the checkpoint of step %d in %s", int(state.step), manager.directory)
+  return state
+
+
+def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir, writer: Any,
+          mesh: jax.sharding.Mesh) -> TrainResult:
+  """Trains `task` for `config.num_steps`, resuming from the latest checkpoint in `workdir`.
+
+  `train_iterator` yields global batches sharded over `mesh` and has `get_state()` /
+  `set_state(state)` with JSON-able states that are the same on every process. `writer` takes
+  `write_scalars(step, scalars)` and `flush()` (a CLU metric writer). `config` gives `seed`,
+  `batch_size`, `num_steps`, `log_every`, `checkpoint_every`, `keep_checkpoints` and
+  `max_consecutive_nonfinite`.
+  """
+  parallel.check_batch_size(config.batch_size, mesh)
+  replicated = parallel.replicated_sharding(mesh)
+  init = jax.jit(task.init_state, out_shardings=replicated)
+  step_fn = jax.jit(functools.partial(task.train_step, rng=stream_key(config.seed, "train")),
+                    in_shardings=(replicated, parallel.batch_sharding(mesh)),
+                    out_shardings=replicated, donate_argnums=0)
+  manager = checkpointing.create_manager(workdir.checkpoints,
+                                         save_interval_steps=config.checkpoint_every,
+                                         max_to_keep=config.keep_checkpoints)
+  try:
+    state = _restore_or_init(manager, init, train_iterator, stream_key(config.seed, "init"),
+                             replicated)
+    start_step = step = int(state.step)
+    throughput = _Throughput(batch_size=config.batch_size, num_train_steps=config.num_steps,
+                             writer=writer, every_steps=config.log_every, every_secs=None)
+    log_metrics = periodic_actions.PeriodicCallback(
+        every_steps=config.log_every, on_steps=[config.num_steps],
+        callback_fn=functools.partial(_log_train_metrics, num_steps=config.num_steps, task=task,
+                                      throughput=throughput, writer=writer))
+    task_actions = task.periodic_actions(workdir, writer)
+    history, pending, train_scalars = [], None, {}
+    with checkpointing.StopRequest() as stop_request:
+      while step < config.num_steps:
+        state, metrics = step_fn(state, next(train_iterator))
+        step += 1
+        if pending is not None:  # Checked one step late so that the host never waits on a step.
+          _check_finite_updates(pending, step - 1, config.max_consecutive_nonfinite)
+        pending = metrics
+        history.append(metrics)
+        if step == start_step + 1:  # Throughput leaves out the first step's compilation...
+          jax.block_until_ready(metrics)
+        throughput(step)  # ... since CLU's progress report starts measuring at its first call.
+        if log_metrics(step, history=history):
+          train_scalars = log_metrics.get_last_callback_result()
+        if step < config.num_steps:
+          for action in task_actions:
+            action(step, state=state)
+        if stop_request.should_stop(manager, step):
+          break
+        checkpointing.save(manager, step, state, train_iterator.get_state())
+      if pending is not None:
+        _check_finite_updates(pending, step, config.max_consecutive_nonfinite)
+    if manager.latest_step() != step:
+      checkpointing.save(manager, step, state, train_iterator.get_state(), force=True)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+  if step < config.num_steps:
+    logging.info("stop requested: saved the checkpoint of step %d; rerun to resume", step)
+    return TrainResult(state=state, stopped_early=True, eval_metrics={})
+  eval_metrics = task.final_evaluation(state, workdir, writer)
+  writer.flush()
+  if parallel.is_primary():
+    workdir.write_final_metrics({"step": step, "train": train_scalars, "eval": eval_metrics})
+  return TrainResult(state=state, stopped_early=False, eval_metrics=eval_metrics)

@@ -1,0 +1,1 @@
+"""Model families as tasks of the shared training loop (`flaxflow.loop.Task`)."""

@@ -1,0 +1,204 @@
+"""The flows (Glow, BPLF, the conditional-Glow classifier) as a task of the training loop, and a
+trained flow loaded back from its workdir.
+
+A fresh state initialises the model on the run's first batch, dequantised (ActNorm's data-dependent
+initialisation); the loss is `flaxflow.objectives.loss_and_metrics`; one optimizer updates every
+parameter, with an optional average of the parameters (EMA) that samples and evaluation use.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import periodic_actions
+
+from flaxflow import checkpointing, images, loop, models, objectives, optimization, parallel
+from flaxflow.analysis import batches as batches_lib
+from flaxflow.analysis import evaluation, generation
+from flaxflow.workdir import Workdir
+
+Array = jax.Array
+Batch = loop.Batch
+LossFn = evaluation.LossFn
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs besides the data iterator's position."""
+  step: Array
+  params: Any
+  fixed_variables: Any  # Every collection but "params" (e.g. "constants"): never trained.
+  opt_state: Any
+  ema_params: Any  # None when parameter averaging is off.
+  skips: optimization.SkipCount
+
+  def variables(self, use_ema: bool = False) -> Dict[str, Any]:
+    """The model variables for `apply`, with the averaged parameters when `use_ema`."""
+    params = self.ema_params if use_ema and self.ema_params is not None else self.params
+    return {"params": params, **self.fixed_variables}
+
+
+def make_loss_fn(config: ml_collections.ConfigDict) -> LossFn:
+  """`loss_fn(model, variables, images, labels, rng) -> (loss, metrics)` for `config`."""
+  return functools.partial(objectives.loss_and_metrics, n_bits=config.n_bits,
+                           class_loss_weight=config.class_loss_weight)
+
+
+def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, batch: Batch,
+                       rng: Array, *, n_bits: int, use_ema: bool) -> TrainState:
+  """A fresh state; ActNorm layers initialise from this (dequantised) batch."""
+  noise_rng, params_rng = jax.random.split(rng)
+  x = objectives.dequantize(noise_rng, batch["image"], n_bits)
+  variables = model.init({"params": params_rng}, x, model.conditioning_labels(batch["label"]),
+                         method="log_prob")
+  variables = dict(variables)
+  params = variables.pop("params")
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, fixed_variables=variables,
+                    opt_state=optimizer.init(params), ema_params=params if use_ema else None,
+                    skips=optimization.SkipCount.zero())
+
+
+def ema_decay_at(step: Array, ema_decay: float) -> Array:
+  """`ema_decay`, lowered early in training so the average soon forgets the initial parameters."""
+  return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
+def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+               optimizer: optax.GradientTransformation, loss_fn: LossFn, rng: Array,
+               ema_decay: float) -> Tuple[TrainState, Dict[str, Array]]:
+  """One update on a global batch; skipped (state kept) when the loss or gradient is not finite."""
+  step_rng = jax.random.fold_in(rng, state.step)
+
+  def objective(params):
+    variables = {"params": params, **state.fixed_variables}
+    return loss_fn(model, variables, batch["image"], model.conditioning_labels(batch["label"]),
+                   step_rng)
+
+  (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+  params, opt_state, skips, update_metrics = optimization.apply_if_finite(
+      optimizer, state.params, state.opt_state, grads, loss, state.skips)
+  ema_params = state.ema_params
+  if ema_params is not None:
+    averaged = optax.incremental_update(params, ema_params,
+                                        1.0 - ema_decay_at(state.step, ema_decay))
+    ema_params = optimization.select(update_metrics["skipped"] == 0, averaged, ema_params)
+  state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                        ema_params=ema_params, skips=skips)
+  metrics = dict(metrics, grad_norm=update_metrics["grad_norm"],
+                 **optimization.skip_metrics({"flow": skips}, {"flow": update_metrics["skipped"]}))
+  return state, metrics
+
+
+class FlowTask:
+  """A flow model trained on {"image": uint8, "label": int32} batches by maximum likelihood.
+
+  `eval_batches()` gives one pass over held-out numpy batches, evaluated every `config.eval_every`
+  steps (0: only at the end) with the averaged parameters when EMA is on. Sample grids (one row per
+  class of `class_names`) are written every `config.sample_every` steps (0: only at the end).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, mesh: jax.sharding.Mesh,
+               class_names: Sequence[str] = (),
+               eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None):
+    self.config, self.model, self.mesh = config, model, mesh
+    self.class_names, self.eval_batches = list(class_names), eval_batches
+    self.optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)
+    self.schedule = optimization.learning_rate_schedule(config.optimizer, config.num_steps)
+    self.loss_fn = make_loss_fn(config)
+
+  def init_state(self, batch: Batch, rng: Array) -> TrainState:
+    return create_train_state(self.model, self.optimizer, batch, rng, n_bits=self.config.n_bits,
+                              use_ema=self.config.ema_decay > 0)
+
+  def train_step(self, state: TrainState, batch: Batch,
+                 rng: Array) -> Tuple[TrainState, Dict[str, Array]]:
+    return train_step(state, batch, model=self.model, optimizer=self.optimizer,
+                      loss_fn=self.loss_fn, rng=rng, ema_decay=self.config.ema_decay)
+
+  def learning_rates(self, step: int) -> Dict[str, float]:
+    return {"learning_rate": float(self.schedule(step))}
+
+  def write_samples(self, state: TrainState, step: int, workdir: Workdir) -> None:
+    """Draws a per-class sample grid (all processes) and writes it as PNG (the primary process)."""
+    grid = generation.sample_grid(self.model, state.variables(use_ema=True),
+                                  loop.stream_key(self.config.seed, "sample"),
+                                  samples_per_class=self.config.samples_per_class,
+                                  temperature=self.config.sample_temperature,
+                                  n_bits=self.config.n_bits, mesh=self.mesh)
+    if parallel.is_primary():
+      row_labels = self.class_names if len(self.class_names) == grid.shape[0] else []
+      images.save_image_grid(workdir.sample_grid_file(step), grid, row_labels)
+
+  def evaluate_held_out(self, state: TrainState, step: int, writer: Any) -> Dict[str, float]:
+    """Mean loss metrics on `eval_batches`, logged and written as "eval/<name>"."""
+    metrics = evaluation.mean_example_metrics(
+        self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.loss_fn,
+        mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
+    logging.info("step %d evaluation: %s", step,
+                 " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
+    writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})
+    return metrics
+
+  def periodic_actions(self, workdir: Workdir,
+                       writer: Any) -> List[periodic_actions.PeriodicCallback]:
+    actions = []
+    if self.config.sample_every:
+      actions.append(periodic_actions.PeriodicCallback(
+          every_steps=self.config.sample_every,
+          callback_fn=lambda step, t, state: self.write_samples(state, step, workdir)))
+    if self.eval_batches and self.config.eval_every:
+      actions.append(periodic_actions.PeriodicCallback(
+          every_steps=self.config.eval_every,
+          callback_fn=lambda step, t, state: self.evaluate_held_out(state, step, writer)))
+    return actions
+
+  def final_evaluation(self, state: TrainState, workdir: Workdir,
+                       writer: Any) -> Dict[str, float]:
+    step = int(state.step)
+    self.write_samples(state, step, workdir)
+    return self.evaluate_held_out(state, step, writer) if self.eval_batches else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  config: ml_collections.ConfigDict  # The run's full training config.
+  model: nn.Module
+  variables: Any  # {"params", "constants"} for `model.apply`.
+  step: int
+
+
+def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoint_dir: str,
+                  step: Optional[int] = None,
+                  mesh: Optional[jax.sharding.Mesh] = None) -> TrainState:
+  """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`."""
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  task = FlowTask(config, model, mesh)
+  batch = {"image": jnp.zeros((mesh.size, *model.image_shape), jnp.uint8),
+           "label": jnp.zeros((mesh.size,), jnp.int32)}
+  abstract_state = checkpointing.abstract_state(task.init_state,
+                                                parallel.replicated_sharding(mesh), batch,
+                                                jax.random.PRNGKey(0))
+  return checkpointing.restore_for_reading(checkpoint_dir, abstract_state, step)
+
+
+def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
+                 mesh: Optional[jax.sharding.Mesh] = None) -> TrainedModel:
+  """The model of the run in `workdir` with the variables of checkpoint `step` (default: latest).
+
+  `use_ema` takes the averaged parameters when the run kept them (the ones its samples and
+  evaluations used).
+  """
+  run = Workdir(workdir)
+  config = run.read_config()
+  model = models.create(config.model)
+  state = restore_state(config, model, run.checkpoints, step, mesh)
+  return TrainedModel(config=config, model=model, variables=state.variables(use_ema=use_ema),
+                      step=int(np.asarray(state.step)))

@@ -1,0 +1,175 @@
+"""The training loop is generic: a two-network adversarial toy on 2-D points, with an optimizer per
+network and extra state (a history of generated points), trains through `flaxflow.loop.train`
+with resume and per-optimizer non-finite skipping, and no flow code."""
+
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from flaxflow import checkpointing, loop, optimization, parallel
+from flaxflow.workdir import Workdir
+from training_helpers import ArrayIterator, RecordingWriter
+
+NETWORKS = ("generator", "discriminator")
+HISTORY = 8  # Generated points kept; the discriminator also sees them, as image-history GANs do.
+
+
+class Mlp(nn.Module):
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(self.features)(jnp.tanh(nn.Dense(8)(x)))
+
+
+@flax.struct.dataclass
+class AdversarialState:
+  step: jax.Array
+  params: dict  # {network: params}
+  opt_states: dict
+  skips: dict  # {network: SkipCount}
+  history: jax.Array  # (HISTORY, 2) generated points of earlier steps.
+
+
+class AdversarialToy:
+  """A GAN on 2-D points: batches are {"image": (B, 2) real points, "label": unused}."""
+
+  def __init__(self, learning_rate: float):
+    self.networks = {"generator": Mlp(2), "discriminator": Mlp(1)}
+    self.optimizers = {name: optax.adam(learning_rate) for name in NETWORKS}
+
+  def init_state(self, batch, rng):
+    points = jnp.zeros_like(batch["image"], jnp.float32)
+    params = {name: self.networks[name].init(jax.random.fold_in(rng, index), points)["params"]
+              for index, name in enumerate(NETWORKS)}
+    return AdversarialState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        opt_states={name: self.optimizers[name].init(params[name]) for name in NETWORKS},
+        skips={name: optimization.SkipCount.zero() for name in NETWORKS},
+        history=jnp.zeros((HISTORY, 2), jnp.float32))
+
+  def _generate(self, params, rng, count):
+    return self.networks["generator"].apply({"params": params},
+                                            jax.random.normal(rng, (count, 2)))
+
+  def _logits(self, params, points):
+    return self.networks["discriminator"].apply({"params": params}, points)[:, 0]
+
+  def train_step(self, state, batch, rng):
+    real = batch["image"].astype(jnp.float32)
+    fake = self._generate(state.params["generator"], jax.random.fold_in(rng, state.step),
+                          real.shape[0])
+
+    def discriminator_loss(params):
+      fakes = jnp.concatenate([jax.lax.stop_gradient(fake), state.history])
+      return (optax.sigmoid_binary_cross_entropy(self._logits(params, real), 1.0).mean()
+              + optax.sigmoid_binary_cross_entropy(self._logits(params, fakes), 0.0).mean())
+
+    def generator_loss(params):
+      points = self._generate(params, jax.random.fold_in(rng, state.step), real.shape[0])
+      logits = self._logits(state.params["discriminator"], points)
+      return optax.sigmoid_binary_cross_entropy(logits, 1.0).mean()
+
+    losses, new = {}, {}
+    for name, loss_fn in (("discriminator", discriminator_loss), ("generator", generator_loss)):
+      losses[name], grads = jax.value_and_grad(loss_fn)(state.params[name])
+      new[name] = optimization.apply_if_finite(self.optimizers[name], state.params[name],
+                                               state.opt_states[name], grads, losses[name],
+                                               state.skips[name])
+    skips = {name: new[name][2] for name in NETWORKS}
+    state = state.replace(step=state.step + 1,
+                          params={name: new[name][0] for name in NETWORKS},
+                          opt_states={name: new[name][1] for name in NETWORKS}, skips=skips,
+                          history=jnp.concatenate([fake[:HISTORY // 2], state.history])[:HISTORY])
+    metrics = {"loss": losses["generator"] + losses["discriminator"],
+               **{f"loss/{name}": losses[name] for name in NETWORKS},
+               **optimization.skip_metrics(skips, {name: new[name][3]["skipped"]
+                                                   for name in NETWORKS})}
+    return state, metrics
+
+  def learning_rates(self, step):
+    return {}
+
+  def periodic_actions(self, workdir, writer):
+    return []
+
+  def final_evaluation(self, state, workdir, writer):
+    return {}
+
+
+def toy_config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      seed=0, batch_size=8, num_steps=12, log_every=1, checkpoint_every=4, keep_checkpoints=5,
+      max_consecutive_nonfinite=3))
+  config.update(overrides)
+  return config
+
+
+def real_points(nan_rows=()):
+  """Points on a ring; rows of `nan_rows` are NaN (a corrupt record)."""
+  angles = np.random.default_rng(0).uniform(0, 2 * np.pi, 64)
+  points = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+  points[list(nan_rows)] = np.nan
+  return points
+
+
+def run(workdir, config, points):
+  mesh = parallel.make_mesh()
+  iterator = ArrayIterator(points, np.zeros(len(points), np.int32),
+                           global_batch_size=config.batch_size,
+                           sharding=parallel.batch_sharding(mesh))
+  writer = RecordingWriter()
+  result = loop.train(AdversarialToy(learning_rate=0.05), config, train_iterator=iterator,
+                      workdir=Workdir(str(workdir)), writer=writer, mesh=mesh)
+  return result, writer
+
+
+def test_an_adversarial_toy_resumes_where_it_stopped(tmp_path):
+  full, full_writer = run(tmp_path / "full", toy_config(), real_points())
+  assert int(full.state.step) == 12
+  run(tmp_path / "parts", toy_config(num_steps=7), real_points())
+  part = checkpointing.create_manager(str(tmp_path / "parts" / "checkpoints"),
+                                      save_interval_steps=4)
+  assert part.all_steps() == [4, 7]
+  part.delete(7)
+  part.close()
+  resumed, resumed_writer = run(tmp_path / "parts", toy_config(), real_points())
+  jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
+  for step in range(5, 13):
+    np.testing.assert_allclose(resumed_writer.scalars[step]["train/loss"],
+                               full_writer.scalars[step]["train/loss"], rtol=1e-6)
+
+
+def test_a_non_finite_loss_skips_only_its_own_network(tmp_path):
+  # Every real point is NaN: the discriminator's loss is never finite, while the generator's
+  # (which sees no real points) is.
+  config = toy_config(num_steps=2, max_consecutive_nonfinite=5)
+  clean, _ = run(tmp_path / "clean", config, real_points())
+  corrupt, writer = run(tmp_path / "corrupt", config, real_points(nan_rows=range(64)))
+  initial = AdversarialToy(learning_rate=0.05).init_state(
+      {"image": jnp.zeros((8, 2))}, loop.stream_key(config.seed, "init"))
+  jax.tree.map(np.testing.assert_array_equal, corrupt.state.params["discriminator"],
+               initial.params["discriminator"])
+  assert int(corrupt.state.skips["discriminator"].total) == 2
+  assert int(corrupt.state.skips["generator"].total) == 0
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b),
+                         corrupt.state.params["generator"], initial.params["generator"])
+  assert all(jax.tree.leaves(changed))
+  assert writer.scalars[2]["train/skipped/discriminator"] == 1
+  assert writer.scalars[2]["train/skipped/generator"] == 0
+  assert int(clean.state.skips["discriminator"].total) == 0
+
+
+def test_too_many_skips_in_a_row_stop_the_run(tmp_path):
+  config = toy_config(num_steps=10, max_consecutive_nonfinite=3)
+  try:
+    run(tmp_path, config, real_points(nan_rows=range(64)))
+  except loop.NonFiniteError as error:
+    assert "max_consecutive_nonfinite=3" in str(error)
+  else:
+    raise AssertionError("the run did not stop")
