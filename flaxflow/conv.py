@@ -145,9 +145,11 @@ def _interleave(phases: Sequence[Array], phases_h: int, phases_w: int,
 
 
 def _matmul(a: Array, b: Array, precision: Any, accumulation: Any) -> Array:
-  """a (..., k) times b (k, n)."""
-  return lax.dot_general(a, b, (((a.ndim - 1,), (0,)), ((), ())), precision=precision,
-                         preferred_element_type=accumulation)
+  """a (..., k) times b (k, n), as one 2-D product: XLA:CPU runs a product with batch-like
+  leading axes as a slower kernel than the same product of a (pixels, k) matrix."""
+  product = lax.dot_general(a.reshape(-1, a.shape[-1]), b, (((1,), (0,)), ((), ())),
+                            precision=precision, preferred_element_type=accumulation)
+  return product.reshape(*a.shape[:-1], b.shape[-1])
 
 
 def _conv_as_products(x: Array, kernel: Array, plan_h: _AxisPlan, plan_w: _AxisPlan,

@@ -218,7 +218,11 @@ def _equations(jaxpr):
 
 
 def model_convolutions(model_config: Mapping[str, Any], batch_size: int) -> List[Dict[str, Any]]:
-  """Every distinct convolution of a model's log-likelihood, in lax's terms (see `time_convolution`)."""
+  """Every distinct convolution of a model's log-likelihood, in lax's terms.
+
+  Each is a dict as `time_convolution` takes it, found in the jaxpr traced with lax's
+  convolutions (scan bodies included).
+  """
   model = models.create(model_config)
   x = jax.ShapeDtypeStruct((batch_size, *model_config["image_shape"]), jnp.float32)
   labels = (jax.ShapeDtypeStruct((batch_size,), jnp.int32)
