@@ -144,12 +144,13 @@ def _interleave(phases: Sequence[Array], phases_h: int, phases_w: int,
   return out[:, :size_h, :size_w]
 
 
-def _matmul(a: Array, b: Array, precision: Any, accumulation: Any) -> Array:
-  """a (..., k) times b (k, n), as one 2-D product: XLA:CPU runs a product with batch-like
-  leading axes as a slower kernel than the same product of a (pixels, k) matrix."""
-  product = lax.dot_general(a.reshape(-1, a.shape[-1]), b, (((1,), (0,)), ((), ())),
+def _matmul(a: Array, b: Array, contract_b: int, precision: Any, accumulation: Any) -> Array:
+  """a (..., k) times b with b's axis ``contract_b`` of size k, as one 2-D product: XLA:CPU
+  runs a product with batch-like leading axes as a slower kernel than the same product of a
+  (pixels, k) matrix."""
+  product = lax.dot_general(a.reshape(-1, a.shape[-1]), b, (((1,), (contract_b,)), ((), ())),
                             precision=precision, preferred_element_type=accumulation)
-  return product.reshape(*a.shape[:-1], b.shape[-1])
+  return product.reshape(*a.shape[:-1], -1)
 
 
 def _conv_as_products(x: Array, kernel: Array, plan_h: _AxisPlan, plan_w: _AxisPlan,
@@ -175,8 +176,8 @@ def _conv_as_products(x: Array, kernel: Array, plan_h: _AxisPlan, plan_w: _AxisP
       if not taps:
         continue
       stacked = jnp.concatenate([kernel[h.tap, w.tap] for h, w in taps], axis=1)
-      products = jnp.split(_matmul(phase_input, stacked, precision, accumulation), len(taps),
-                           axis=-1)
+      products = jnp.split(_matmul(phase_input, stacked, 0, precision, accumulation),
+                           len(taps), axis=-1)
       per_tap.update(zip(taps, products))
 
   outputs = []
@@ -189,8 +190,10 @@ def _conv_as_products(x: Array, kernel: Array, plan_h: _AxisPlan, plan_w: _AxisP
       patches = jnp.concatenate(
           [_window(inputs[h.phase * phases_w + w.phase], (h.offset, w.offset), sizes)
            for h, w in terms], axis=-1)
-      rows = jnp.concatenate([kernel[h.tap, w.tap] for h, w in terms], axis=0)
-      outputs.append(_matmul(patches, rows, precision, accumulation))
+      # The kernel rows as (out_channels, taps * in_channels): autodiff's kernel gradient is then
+      # the product in the orientation XLA:CPU runs faster (up to 2.4x for these shapes).
+      rows = jnp.concatenate([kernel[h.tap, w.tap].T for h, w in terms], axis=1)
+      outputs.append(_matmul(patches, rows, 1, precision, accumulation))
     else:
       outputs.append(sum(_window(per_tap[h, w], (h.offset, w.offset), sizes) for h, w in terms))
   out = _interleave(outputs, len(plan_h.output_phases), len(plan_w.output_phases),
