@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import statistics
-import time
 from typing import Any, Dict, Sequence
 
 import math
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from launch.arguments import int_tuple, positive_int
+from launch.timing import wall_times
 
 
 class _InvertibleConv1x1(nn.Module):
@@ -254,7 +254,7 @@ def benchmark_peer(model: str = "glow", levels: int = 3, steps: int = 8, width: 
 
   for _ in range(warmup_steps):
     train_step()
-  step_seconds = _times(train_step, timed_steps)
+  step_seconds = wall_times(train_step, timed_steps)
   median = statistics.median(step_seconds)
   return {
       "framework": framework, "model": model, "g_variant": g_variant if model == "bplf" else None,
@@ -273,15 +273,6 @@ def _set_threads(threads: int | None) -> int:
   threads = threads or os.cpu_count()
   torch.set_num_threads(threads)
   return threads
-
-
-def _times(function, repeats: int) -> list:
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    function()
-    seconds.append(time.perf_counter() - start)
-  return seconds
 
 
 def torch_convolution(layer: Dict[str, Any], x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -322,7 +313,7 @@ def time_convolution(layer: Dict[str, Any], repeats: int = 10, seed: int = 0) ->
     (torch_convolution(layer, x, kernel) * upstream).sum().backward()
 
   forward_and_backward()
-  return statistics.median(_times(forward_and_backward, repeats))
+  return statistics.median(wall_times(forward_and_backward, repeats))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

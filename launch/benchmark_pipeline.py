@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from data import datasets, pipeline
 from data.emotion_set import build
 from data.sources import fer2013
+from launch.timing import wall_times
 
 _CONFIGS = ("48", "64")
 
@@ -45,12 +46,7 @@ def write_synthetic_fer2013(root: pathlib.Path, num_examples: int, seed: int = 0
 
 def median_seconds(run, repeats: int) -> float:
   """The median wall time of `repeats` calls of `run`."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return float(np.median(wall_times(run, repeats)))
 
 
 def rate(count: int, seconds: float) -> str:

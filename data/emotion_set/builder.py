@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
 import tensorflow_datasets as tfds
 
+from data import features
 from data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
 from data.emotion_set import assemble
 from data.sources import records
@@ -71,10 +71,7 @@ class EmotionSet(tfds.core.GeneratorBasedBuilder):
     side = self.builder_config.image_size
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(side, side, 1), dtype=np.uint8,
-                                         encoding_format="png"),
-            "label": tfds.features.ClassLabel(names=records.CLASS_NAMES),
-            "subject": tfds.features.Text(),
+            **features.face_features(side),
             "source": tfds.features.Text(),
         }),
         supervised_keys=("image", "label"),

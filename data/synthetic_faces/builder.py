@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data import features
 from data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
 from data.synthetic_faces import factors
 from data.synthetic_faces.renderer import render
@@ -111,10 +112,7 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
     side = self.builder_config.image_size
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(side, side, 1), dtype=np.uint8,
-                                         encoding_format="png"),
-            "label": tfds.features.ClassLabel(names=factors.CLASS_NAMES),
-            "subject": tfds.features.Text(),
+            **features.face_features(side),
             "identity": tfds.features.Tensor(shape=(len(factors.IDENTITY_FIELDS),),
                                              dtype=np.float32),
             "intensity": tfds.features.Scalar(dtype=np.float32),
