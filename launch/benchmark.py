@@ -176,6 +176,8 @@ def conv_suite(args) -> Iterator[Dict[str, Any]]:
   """
   layers = {}
   for config in CONV_SUITE_MODELS:
+    if args.conv_sizes and config["image_shape"][0] not in args.conv_sizes:
+      continue
     for layer in benchmarking.model_convolutions(config, args.batch_size):
       key = json.dumps(layer)
       user = "{name}{variant} {image_shape} w{width}".format(
@@ -229,6 +231,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--g_variant", choices=("3x3", "3x3-1x1"), default="3x3", help="BPLF's g")
   parser.add_argument("--peer_models", type=lambda text: text.split(","), default=["glow", "bplf"],
                       help="peer suite: flaxflow models compared with their PyTorch peers")
+  parser.add_argument("--conv_sizes", type=int_tuple, default=(),
+                      help="conv suite: only the models of these image heights (e.g. 28); all "
+                           "when empty (the GAN layers are always timed)")
   parser.add_argument("--levels", type=positive_int, default=3)
   parser.add_argument("--steps", type=positive_int, default=8, help="flow steps per level (K)")
   parser.add_argument("--width", type=positive_int, default=128)
