@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from flaxflow import analysis, checkpointing, models, objectives, training
-from launch.configs import default as default_config
+from launch.configs import digits_bplf
 
 RNG = jax.random.PRNGKey(0)
 IMAGE_SHAPE = (4, 4, 1)
@@ -375,7 +375,7 @@ def test_figures_are_written_as_png(tmp_path):
 
 
 def tiny_run_config():
-  config = default_config.get_config()
+  config = digits_bplf.get_config()
   config.model = {"name": "bplf", "image_shape": IMAGE_SHAPE, "num_classes": NUM_CLASSES,
                   "levels": 2, "steps_per_level": 1, "width": 8}
   return config
