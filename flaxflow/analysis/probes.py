@@ -5,10 +5,16 @@ Every subject's images are split in two, so the probe of the subject is tested o
 of people it has seen, and the probe of the expression on the same people too.
 """
 
+from typing import Any, Dict, List, Mapping
+
+import flax.linen as nn
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from flaxflow.analysis import batches as batches_lib
+from flaxflow.analysis import embedding
 
 
 def held_out_within_groups(groups: np.ndarray, test_fraction: float = 0.5,
@@ -40,3 +46,25 @@ def probe_accuracy(features: np.ndarray, targets: np.ndarray, test: np.ndarray) 
   probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
   probe.fit(features[~test], targets[~test])
   return float(probe.score(features[test], targets[test]))
+
+
+def latent_probes(model: nn.Module, variables: Any, examples: Mapping[str, np.ndarray], *,
+                  n_bits: int, batch_size: int, test_fraction: float = 0.5,
+                  seed: int = 0) -> List[Dict[str, Any]]:
+  """Per latent level (shallowest first), the probe accuracies of the expression ("label") and
+  of the subject from the flattened latent of in-memory `examples` ("image", "label",
+  "subject"), each subject's images split by `held_out_within_groups`. Latents are encoded as
+  `embedding.latent_features` does, with each image's label."""
+  subjects = np.asarray(examples["subject"])
+  test = held_out_within_groups(subjects, test_fraction, seed)
+  rows = []
+  for level in range(model.levels):
+    latents = embedding.latent_features(
+        model, variables, batches_lib.array_batches(examples, batch_size), level=level,
+        n_bits=n_bits)
+    rows.append({"level": level, "dimensions": int(latents["features"].shape[1]),
+                 "expression_accuracy": probe_accuracy(latents["features"], latents["label"],
+                                                       test),
+                 "subject_accuracy": probe_accuracy(latents["features"], latents["subject"],
+                                                    test)})
+  return rows
