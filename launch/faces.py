@@ -11,7 +11,7 @@ import numpy as np
 
 from data import datasets
 from data.synthetic_faces import factors, render
-from flaxflow import analysis
+from flaxflow import analysis, objectives
 from flaxflow.analysis import ground_truth
 from launch import research
 
@@ -59,24 +59,35 @@ def target_renders(examples: Dict[str, np.ndarray], num_classes: int) -> np.ndar
   return images.reshape(batch, num_classes, *images.shape[1:])
 
 
+def at_bit_depth(images: np.ndarray, n_bits: int) -> np.ndarray:
+  """uint8 `images` as a flow of `n_bits` decodes them: each pixel at the bottom of its bin."""
+  return np.asarray(objectives.postprocess(objectives.dequantize(None, images, n_bits), n_bits))
+
+
 def score_transfer(run: analysis.TrainedModel, split: str, shifts: Sequence[np.ndarray], *,
                    class_names: Sequence[str], per_class: int, strength: float,
                    zero_deepest: bool) -> Dict[str, Any]:
   """`ground_truth.transfer_scores` of `analysis.transfer_expressions` on the first `per_class`
   images of each class of `split`, with an expression classifier fitted on the training split;
-  also the classifier's accuracy on the split's own images, as its reference."""
+  also the classifier's accuracy on the split's own images, as its reference. Inputs, renders
+  and the classifier's images are taken to the run's bit depth first, so that a perfect
+  transfer scores 0."""
+  n_bits = run.config.n_bits
   examples = split_with_factors(run.config, split)
+  examples["image"] = at_bit_depth(examples["image"], n_bits)
   chosen = {key: values[first_per_class(examples["label"], per_class)]
             for key, values in examples.items()}
   transferred = analysis.transfer_expressions(
       run.model, run.variables, chosen["image"], chosen["label"], shifts,
-      n_bits=run.config.n_bits, zero_deepest=zero_deepest, strength=strength)
+      n_bits=n_bits, zero_deepest=zero_deepest, strength=strength)
   train, _ = research.split_examples(run.config, "train")
-  classifier = ground_truth.fit_expression_classifier(train["image"], train["label"])
+  classifier = ground_truth.fit_expression_classifier(at_bit_depth(train["image"], n_bits),
+                                                      train["label"])
   predicted = ground_truth.predict_expressions(
       classifier, transferred.reshape(-1, *transferred.shape[2:])).reshape(transferred.shape[:2])
   scores = ground_truth.transfer_scores(chosen["image"], chosen["label"], transferred,
-                                        target_renders(chosen, len(class_names)), predicted,
+                                        at_bit_depth(target_renders(chosen, len(class_names)),
+                                                     n_bits), predicted,
                                         class_names)
   real_accuracy = np.mean(ground_truth.predict_expressions(classifier, examples["image"])
                           == examples["label"])

@@ -17,18 +17,18 @@ def get_config(image_size: str = "32") -> ml_collections.ConfigDict:
   config = common.base_config()
   config.dataset = f"synthetic_faces/{side}"
   config.n_bits = 5
-  config.batch_size = 32
+  config.batch_size = 64
   config.eval_batch_size = 320
-  config.num_steps = 1500
+  config.num_steps = 500
   config.ema_decay = 0.999
   config.optimizer.learning_rate = 2e-3
   config.optimizer.warmup_steps = 100
   config.optimizer.schedule = "cosine"
-  config.checkpoint_every = 500
+  config.checkpoint_every = 250
   config.sample_every = 500
   config.samples_per_class = 8
-  config.sample_temperature = 0.6
+  config.sample_temperature = 0.5
   config.model = ml_collections.ConfigDict(dict(
       name="bplf", image_shape=(side, side, 1), num_classes=7, levels=3, steps_per_level=4,
-      width=32))
+      width=32, scan_unroll=4))
   return config
