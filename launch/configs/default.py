@@ -14,18 +14,14 @@ def get_config(image_size: str = "32") -> ml_collections.ConfigDict:
   if image_size not in _SIZES:
     raise ValueError(f"default.py:{image_size}: expected one of {', '.join(_SIZES)}")
   side = int(image_size)
-  config = common.base_config()
+  config = common.cpu_config()
   config.dataset = f"synthetic_faces/{side}"
   config.n_bits = 5
   config.batch_size = 64
   config.eval_batch_size = 320
-  config.num_steps = 500
-  config.ema_decay = 0.999
-  config.optimizer.learning_rate = 2e-3
-  config.optimizer.warmup_steps = 100
-  config.optimizer.schedule = "cosine"
-  config.checkpoint_every = 250
-  config.sample_every = 500
+  config.num_steps = 350
+  config.checkpoint_every = 175
+  config.sample_every = 350
   config.samples_per_class = 8
   config.sample_temperature = 0.5
   config.model = ml_collections.ConfigDict(dict(
