@@ -42,7 +42,7 @@ def main(argv) -> None:
     print(f"{run.config.dataset} names no subjects: coloured by class only")
   elif _PROBE_SUBJECTS.value:
     rows = probing.probe_training_subjects(run, _PROBE_SUBJECTS.value)
-    print(probing.format_probes(rows, _PROBE_SUBJECTS.value, len(info.class_names)))
+    print(probing.format_probes(rows, len(info.class_names)))
     print(f"wrote {research.write_json(research.output_path(_RUN, 'probes.json'), rows)}")
   print(f"wrote {path}")
 
