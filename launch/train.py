@@ -1,8 +1,9 @@
 """Trains a flow: `python -m launch.train --config=launch/configs/<name>.py --workdir=DIR`.
 
-Without --config it trains the small class-conditional BPLF of launch/configs/default.py on the
-bundled digits. Any config field can be overridden, e.g. `--config.num_steps=200`. Rerunning the
-same command resumes from the latest checkpoint in --workdir.
+Without --config it trains the small class-conditional BPLF of launch/configs/default.py on 32x32
+synthetic faces (digits: --config=launch/configs/digits_bplf.py). Any config field can be
+overridden, e.g. `--config.num_steps=200`. Rerunning the same command resumes from the latest
+checkpoint in --workdir.
 """
 
 import os

@@ -3,14 +3,17 @@
 Each input image is moved to every class c by z + (z̄_c - z̄_other), with class-mean latents over
 the training split (flow-latent expression recognition paper, section IV-D), and decoded:
 W/analysis/transfer.png shows every input beside its versions in all classes. W/analysis/
-interpolation.png decodes straight lines between the latents of pairs of images.
+interpolation.png decodes straight lines between the latents of pairs of images. On synthetic
+faces it also scores the transfer against ground-truth renders (launch/faces.py) and writes
+W/analysis/transfer_ground_truth.json.
 """
 
 import numpy as np
 from absl import app, flags
 
 from flaxflow import analysis
-from launch import research
+from flaxflow.analysis import ground_truth
+from launch import faces, research
 
 _RUN = research.define_run_flags()
 
@@ -25,6 +28,8 @@ _PAIRS = flags.DEFINE_list("pairs", None, "Interpolation ends as A:B indices in 
                            "each input and the next example of its class).")
 _POINTS = flags.DEFINE_integer("interpolation_points", 9, "Images per interpolation, both ends "
                                "included.")
+_SCORED_PER_CLASS = flags.DEFINE_integer("scored_per_class", 10, "Synthetic faces: inputs per "
+                                         "class scored against ground truth.")
 
 
 def choose_inputs(labels: np.ndarray, indices) -> np.ndarray:
@@ -96,6 +101,15 @@ def main(argv) -> None:
         [f"#{a} ({label_of(a)}) → #{b} ({label_of(b)})" for a, b in pairs],
         [f"t={t:.2f}" for t in np.linspace(0, 1, _POINTS.value)],
         f"{config.dataset} {split}, step {run.step}: decoded (1 − t) z_a + t z_b"))
+  if faces.is_synthetic_faces(config.dataset):
+    scores = faces.score_transfer(run, split, sums.expression_shifts(), class_names=names,
+                                  per_class=_SCORED_PER_CLASS.value, strength=_STRENGTH.value,
+                                  zero_deepest=_ZERO_DEEPEST.value)
+    print(f"against ground truth, {scores['inputs']} inputs of {split} ({setting}); expression "
+          f"classifier: {100 * scores['classifier_accuracy_on_split']:.1f}% on {split}'s images")
+    print(ground_truth.format_transfer_scores(scores))
+    written.append(research.write_json(
+        research.output_path(_RUN, "transfer_ground_truth.json"), scores))
   print("\n".join(f"wrote {path}" for path in written))
 
 

@@ -2,13 +2,15 @@
 
 Embeds one latent per image (default the deepest: z1' = h(z1, y) for the classifier) of the test
 split and writes W/analysis/tsne_level<L>.png, coloured by class and, where the dataset names
-subjects, by subject (`--nouse_labels`: W/analysis/tsne_level<L>_unlabelled.png).
+subjects, by subject (`--nouse_labels`: W/analysis/tsne_level<L>_unlabelled.png). Where the
+training split names subjects it also prints, per latent level, the accuracy of linear probes of
+expression and of subject (launch/probing.py) and writes W/analysis/probes.json.
 """
 
 from absl import app, flags
 
 from flaxflow import analysis
-from launch import research
+from launch import probing, research
 
 _RUN = research.define_run_flags()
 
@@ -18,6 +20,8 @@ _USE_LABELS = flags.DEFINE_bool("use_labels", True, "Encode with the true labels
                                 "z1'); --nouse_labels: the classifier's raw z1 from f.")
 _PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
 _SEED = flags.DEFINE_integer("seed", 0, "t-SNE seed.")
+_PROBE_SUBJECTS = flags.DEFINE_integer("probe_subjects", 30, "Training subjects the linear probes "
+                                       "read expression and subject on; 0: no probes.")
 
 
 def main(argv) -> None:
@@ -36,6 +40,10 @@ def main(argv) -> None:
                                  latents["label"], info.class_names, latents["subject"], title)
   if not (latents["subject"] != "").any():
     print(f"{run.config.dataset} names no subjects: coloured by class only")
+  elif _PROBE_SUBJECTS.value:
+    rows = probing.probe_training_subjects(run, _PROBE_SUBJECTS.value)
+    print(probing.format_probes(rows, len(info.class_names)))
+    print(f"wrote {research.write_json(research.output_path(_RUN, 'probes.json'), rows)}")
   print(f"wrote {path}")
 
 

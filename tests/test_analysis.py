@@ -13,7 +13,7 @@ from PIL import Image
 
 from flaxflow import analysis, checkpointing, models, objectives, optimization
 from flaxflow.tasks import flow
-from launch.configs import default as default_config
+from launch.configs import digits_bplf
 
 RNG = jax.random.PRNGKey(0)
 IMAGE_SHAPE = (4, 4, 1)
@@ -376,7 +376,7 @@ def test_figures_are_written_as_png(tmp_path):
 
 
 def tiny_run_config():
-  config = default_config.get_config()
+  config = digits_bplf.get_config()
   config.model = {"name": "bplf", "image_shape": IMAGE_SHAPE, "num_classes": NUM_CLASSES,
                   "levels": 2, "steps_per_level": 1, "width": 8}
   return config

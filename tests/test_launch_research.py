@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The default config shrunk to seconds, as the training entry point's tests shrink it.
+# A config shrunk to seconds, as the training entry point's tests shrink it.
 TINY = ["--accelerator=cpu", "--config.batch_size=16", "--config.model.steps_per_level=1",
         "--config.model.width=8", "--config.log_every=1", "--config.eval_batch_size=120",
         "--config.samples_per_class=3"]
 CLASSIFIER_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_classifier.py")
+DIGITS_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_bplf.py")
 
 
 def run(module, *flags, expect_success=True):
@@ -40,7 +41,8 @@ def png_size(path):
 def workdir(tmp_path_factory):
   """A class-conditional BPLF trained for 4 steps on digits by launch.train."""
   path = tmp_path_factory.mktemp("run")
-  run("train", f"--workdir={path}", *TINY, "--config.num_steps=4", "--config.checkpoint_every=4")
+  run("train", f"--workdir={path}", f"--config={DIGITS_CONFIG}", *TINY, "--config.num_steps=4",
+      "--config.checkpoint_every=4")
   return path
 
 

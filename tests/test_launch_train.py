@@ -21,8 +21,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "launch", "configs")
 CONFIG_FILES = sorted(path for path in glob.glob(os.path.join(CONFIG_DIR, "*.py"))
                       if os.path.basename(path) not in ("__init__.py", "common.py"))
-# The default config shrunk to seconds: one step per level, narrow nets, small batches.
-TINY = ["--accelerator=cpu", "--config.batch_size=16", "--config.model.steps_per_level=1",
+# The digits config shrunk to seconds: one step per level, narrow nets, small batches.
+TINY = ["--accelerator=cpu", f"--config={os.path.join(CONFIG_DIR, 'digits_bplf.py')}",
+        "--config.batch_size=16", "--config.model.steps_per_level=1",
         "--config.model.width=8", "--config.log_every=1", "--config.eval_batch_size=120",
         "--config.samples_per_class=3"]
 
@@ -170,3 +171,12 @@ def test_two_processes_train_together_and_only_process_0_writes(tmp_path):
   assert checkpoint_steps(workdir) == [2, 4]
   assert final_metrics(workdir)["step"] == 4
   assert len(glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))) == 1
+
+
+def test_default_config_trains_on_synthetic_faces_of_the_given_size():
+  path = os.path.join(CONFIG_DIR, "default.py")
+  assert load_config(path).dataset == "synthetic_faces/32"
+  config = load_config(path, "48")
+  assert config.dataset == "synthetic_faces/48" and tuple(config.model.image_shape) == (48, 48, 1)
+  with pytest.raises(ValueError, match="default.py:64"):
+    load_config(path, "64")

@@ -18,6 +18,7 @@ from data.sources import records
 from data.synthetic_faces import (IDENTITY_FIELDS, NEUTRAL_NUISANCE, NUISANCE_FIELDS, Factors,
                                   builder, expression_actions, factors, mean_identity, render)
 from data.synthetic_faces import __main__ as command_line
+from flaxflow.analysis.ground_truth import gradient_histograms
 
 SMALL = dict(subjects={"train": 3, "validation": 1, "test": 2}, images_per_subject=4)
 SMALL_SPLITS = {"train": 12, "validation": 4, "test": 8}
@@ -31,23 +32,6 @@ def at_full_intensity(drawn: Factors) -> Factors:
   """`drawn` with every expression at intensity 1 (neutral stays 0)."""
   intensity = np.where(drawn.expression == factors.NEUTRAL, 0, 1).astype(np.float32)
   return Factors(drawn.identity, drawn.expression, intensity, drawn.nuisance)
-
-
-def gradient_histograms(images: np.ndarray, cell: int = 6, bins: int = 8) -> np.ndarray:
-  """Per cell of `cell` x `cell` pixels, the gradient magnitude summed by orientation
-  (unsigned, `bins` bins), normalised per cell: features that tolerate small shifts."""
-  grey = images[..., 0].astype(np.float32) / 255
-  gradient_y, gradient_x = np.gradient(grey, axis=(1, 2))
-  magnitude = np.hypot(gradient_x, gradient_y)
-  orientation = np.mod(np.arctan2(gradient_y, gradient_x), np.pi)
-  which = np.minimum((orientation * (bins / np.pi)).astype(int), bins - 1)
-  count, height, width = grey.shape
-  histograms = np.stack([
-      np.where(which == b, magnitude, 0).reshape(count, height // cell, cell, width // cell,
-                                                 cell).sum(axis=(2, 4))
-      for b in range(bins)], axis=-1)
-  histograms /= np.linalg.norm(histograms, axis=-1, keepdims=True) + 1e-3
-  return histograms.reshape(count, -1)
 
 
 def held_out_accuracy(train_features, train_labels, test_features, test_labels) -> float:

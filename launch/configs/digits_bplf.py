@@ -1,0 +1,13 @@
+"""A small class-conditional BPLF on the bundled 8x8 digits, minutes on a CPU."""
+
+import ml_collections
+
+from launch.configs import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = common.digits_config()
+  config.model = ml_collections.ConfigDict(dict(
+      name="bplf", image_shape=(8, 8, 1), num_classes=10, levels=2, steps_per_level=4,
+      width=32))
+  return config

@@ -1,0 +1,14 @@
+"""A small conditional-Glow expression classifier on 32x32 synthetic faces (CPU minutes): the
+default run's data and flow size, with h and the class loss on top."""
+
+import ml_collections
+
+from launch.configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = default.get_config()
+  config.model = ml_collections.ConfigDict(dict(
+      name="classifier", image_shape=(32, 32, 1), num_classes=7, levels=3, steps_per_level=4,
+      width=32, h_steps=2, h_width=32))
+  return config
