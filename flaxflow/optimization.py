@@ -3,7 +3,9 @@
 A model family's train step (`flaxflow.loop.Task`) updates one or several networks, each with its
 own optimizer. `apply_if_finite` makes one such update and keeps the network's parameters and
 optimizer state as they were when the loss or the gradient is not finite, counting the skip in a
-`SkipCount` of its own, so that one network's bad step does not block the others.
+`SkipCount` of its own, so that one network's bad step does not block the others. A step whose
+loss and gradient are finite can still make the parameters or optimizer state non-finite (a NaN or
+huge learning rate): that update is skipped too, so a non-finite value never enters the state.
 """
 
 from typing import Any, Dict, Tuple
@@ -72,18 +74,27 @@ def select(condition: Array, if_true: Any, if_false: Any) -> Any:
   return jax.tree.map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)
 
 
+def tree_is_finite(tree: Any) -> Array:
+  """Whether every floating-point leaf of `tree` is finite everywhere (a scalar bool)."""
+  checks = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
+
+
 def apply_if_finite(optimizer: optax.GradientTransformation, params: Any, opt_state: Any,
                     grads: Any, loss: Array, skips: SkipCount
                     ) -> Tuple[Any, Any, SkipCount, Dict[str, Array]]:
-  """One optimizer update, or none when `loss` or the gradient is not finite.
+  """One optimizer update, or none when `loss`, the gradient, or the updated parameters or optimizer
+  state are not finite.
 
   Returns (params, opt_state, skips, metrics{"grad_norm", "skipped"}); callers that update more
   (e.g. an average of the parameters) keep it too where `metrics["skipped"]` is 1.
   """
   grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, new_opt_state = optimizer.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
+  finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            & tree_is_finite((new_params, new_opt_state)))
   params, opt_state = select(finite, (new_params, new_opt_state), (params, opt_state))
   skipped = jnp.logical_not(finite).astype(jnp.int32)
   return params, opt_state, skips.after(skipped), {"grad_norm": grad_norm, "skipped": skipped}

@@ -10,7 +10,7 @@
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Dict, Mapping
 
 import ml_collections
 
@@ -68,5 +68,11 @@ class Workdir:
       file.write(config_json)
 
   def write_final_metrics(self, metrics: Mapping[str, Any]) -> None:
+    """Writes `metrics` as strict JSON (a non-finite number is an error: JSON has none)."""
+    text = json.dumps(metrics, indent=2, allow_nan=False)
     with open(self.final_metrics_file, "w") as file:
-      json.dump(metrics, file, indent=2)
+      file.write(text)
+
+  def read_final_metrics(self) -> Dict[str, Any]:
+    with open(self.final_metrics_file) as file:
+      return json.load(file)

@@ -3,6 +3,8 @@ network and extra state (a history of generated points), trains through `flaxflo
 with resume and per-optimizer non-finite skipping, and no flow code."""
 
 
+import json
+
 import flax
 import flax.linen as nn
 import jax
@@ -173,3 +175,33 @@ def test_too_many_skips_in_a_row_stop_the_run(tmp_path):
     assert "max_consecutive_nonfinite=3" in str(error)
   else:
     raise AssertionError("the run did not stop")
+
+
+class ToyWithNanEvaluation(AdversarialToy):
+  def final_evaluation(self, state, workdir, writer):
+    return {"loss": float("nan")}
+
+
+def test_non_finite_final_metrics_are_strict_json_null_and_an_error(tmp_path):
+  mesh = parallel.make_mesh()
+  config = toy_config(num_steps=4)
+  iterator = ArrayIterator(real_points(), np.zeros(64, np.int32), global_batch_size=8,
+                           sharding=parallel.batch_sharding(mesh))
+  try:
+    loop.train(ToyWithNanEvaluation(learning_rate=0.05), config, train_iterator=iterator,
+               workdir=Workdir(str(tmp_path)), writer=RecordingWriter(), mesh=mesh)
+  except loop.NonFiniteError as error:
+    assert "eval/loss are not finite" in str(error)
+  else:
+    raise AssertionError("non-finite final metrics passed")
+  text = (tmp_path / "final_metrics.json").read_text()
+  assert json.loads(text, parse_constant=lambda name: 1 / 0)["eval"] == {"loss": None}
+
+
+def test_a_rerun_of_a_finished_run_keeps_its_final_metrics(tmp_path):
+  run(tmp_path, toy_config(num_steps=4), real_points())
+  before = (tmp_path / "final_metrics.json").read_text()
+  assert json.loads(before)["train"]
+  result, writer = run(tmp_path, toy_config(num_steps=4), real_points())
+  assert int(result.state.step) == 4 and not writer.scalars
+  assert (tmp_path / "final_metrics.json").read_text() == before
