@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
-from flaxflow import checkpointing, parallel
+from flaxflow import checkpointing, config_checks, parallel
 from flaxflow.workdir import Workdir
 
 Array = jax.Array
@@ -176,16 +176,26 @@ def _restore_or_init(manager, init, train_iterator, rng: Array,
   return state
 
 
+def check_config(config: Any) -> None:
+  """The loop's fields: positive counts and intervals; `keep_checkpoints` None keeps every one."""
+  config_checks.positive_int(config, "batch_size", "num_steps", "log_every", "checkpoint_every",
+                             "max_consecutive_nonfinite")
+  if config.keep_checkpoints is not None:
+    config_checks.positive_int(config, "keep_checkpoints")
+
+
 def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir, writer: Any,
           mesh: jax.sharding.Mesh) -> TrainResult:
-  """Trains `task` for `config.num_steps`, resuming from the latest checkpoint in `workdir`.
+  """Trains `task` for `config.num_steps`, resuming from the latest checkpoint in `workdir`, and
+  writes `config` to the workdir once the state is restored or initialised.
 
   `train_iterator` yields global batches sharded over `mesh` and has `get_state()` /
   `set_state(state)` with JSON-able states that are the same on every process. `writer` takes
   `write_scalars(step, scalars)` and `flush()` (a CLU metric writer). `config` gives `seed`,
   `batch_size`, `num_steps`, `log_every`, `checkpoint_every`, `keep_checkpoints` and
-  `max_consecutive_nonfinite`.
+  `max_consecutive_nonfinite` (`check_config`).
   """
+  check_config(config)
   parallel.check_batch_size(config.batch_size, mesh)
   replicated = parallel.replicated_sharding(mesh)
   init = jax.jit(task.init_state, out_shardings=replicated)
@@ -198,6 +208,8 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
   try:
     state = _restore_or_init(manager, init, train_iterator, stream_key(config.seed, "init"),
                              replicated)
+    if parallel.is_primary():  # Only now: a failed restore leaves the workdir's config as it was.
+      workdir.write_config(config)
     start_step = step = int(state.step)
     if start_step >= config.num_steps and os.path.exists(workdir.final_metrics_file):
       logging.info("the run finished at step %d; its final metrics are in %s", start_step,

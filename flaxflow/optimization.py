@@ -8,6 +8,7 @@ loss and gradient are finite can still make the parameters or optimizer state no
 huge learning rate): that update is skipped too, so a non-finite value never enters the state.
 """
 
+import math
 from typing import Any, Dict, Tuple
 
 import flax
@@ -16,10 +17,22 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from flaxflow import config_checks
+
 Array = jax.Array
 
 OPTIMIZERS = {"adam": optax.adam, "adamax": optax.adamax}
 SCHEDULES = ("constant", "cosine")
+
+
+def check_optimizer_config(optimizer_config: ml_collections.ConfigDict) -> None:
+  """Names the field of a learning rate, warm-up, clipping norm or moment decay out of range."""
+  config = ml_collections.ConfigDict({"optimizer": optimizer_config})
+  config_checks.positive_finite(config, "optimizer.learning_rate", "optimizer.eps")
+  config_checks.non_negative_int(config, "optimizer.warmup_steps")
+  config_checks.in_interval(config, "optimizer.grad_clip_norm", 0, math.inf)
+  for decay in ("optimizer.b1", "optimizer.b2"):
+    config_checks.in_interval(config, decay, 0, 1)
 
 
 def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
@@ -43,6 +56,7 @@ def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
 def make_optimizer(optimizer_config: ml_collections.ConfigDict,
                    num_steps: int) -> optax.GradientTransformation:
   """Adam or Adamax with warm-up, after clipping gradients to `grad_clip_norm` (0: no clipping)."""
+  check_optimizer_config(optimizer_config)
   if optimizer_config.name not in OPTIMIZERS:
     raise ValueError(f"optimizer.name={optimizer_config.name!r}: expected one of "
                      f"{sorted(OPTIMIZERS)}")

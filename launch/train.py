@@ -2,13 +2,12 @@
 
 Without --config it trains the small class-conditional BPLF of launch/configs/default.py on the
 bundled digits. Any config field can be overridden, e.g. `--config.num_steps=200`. Rerunning the
-same command resumes from the latest checkpoint in --workdir.
+same command resumes from the latest checkpoint in --workdir. Exit codes: `launch.runs`.
 """
 
 import os
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from data import datasets, pipeline
 from flaxflow.workdir import Workdir
@@ -17,7 +16,7 @@ from launch import runs
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "default.py")
 
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.")
+_CONFIG = runs.define_config_flag(_DEFAULT_CONFIG, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and samples go here.",
                                required=True)
 
@@ -25,7 +24,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs a
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = _CONFIG.value
+  config = runs.config_from_flag(_CONFIG)
   runs.start_devices()
   train_set, info = datasets.load(config.dataset, "train", config.data_dir)
   eval_set, _ = datasets.load(config.dataset, config.eval_split, config.data_dir)
@@ -39,4 +38,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

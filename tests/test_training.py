@@ -38,7 +38,8 @@ def toy_dataset(num_examples=96, num_classes=3, seed=0):
 
 def toy_config(**overrides):
   config = ml_collections.ConfigDict(dict(
-      seed=0, n_bits=8, batch_size=16, num_steps=12, class_loss_weight=0.3, ema_decay=0.0,
+      seed=0, n_bits=8, batch_size=16, eval_batch_size=16, num_steps=12, class_loss_weight=0.3,
+      ema_decay=0.0,
       optimizer=dict(name="adam", learning_rate=0.05, warmup_steps=2, schedule="constant",
                      grad_clip_norm=10.0, b1=0.9, b2=0.999, eps=1e-8),
       log_every=1, checkpoint_every=4, keep_checkpoints=3, sample_every=0, samples_per_class=2,
@@ -284,3 +285,29 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_sane_rerun_finishes
   resumed, _ = run_toy(tmp_path, toy_config(num_steps=12, **sane))
   assert int(resumed.state.step) == 12 and _all_finite(resumed.state.params)
   assert np.isfinite(resumed.eval_metrics["bits_per_dim"])
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("optimizer.learning_rate", float("nan"), "a finite number > 0"),
+    ("optimizer.learning_rate", float("inf"), "a finite number > 0"),
+    ("optimizer.learning_rate", 0.0, "a finite number > 0"),
+    ("optimizer.warmup_steps", -1, "an integer >= 0"),
+    ("keep_checkpoints", 0, "a positive integer"),
+    ("log_every", 0, "a positive integer"),
+    ("checkpoint_every", 0, "a positive integer"),
+    ("num_steps", -5, "a positive integer"),
+    ("max_consecutive_nonfinite", 0, "a positive integer"),
+    ("sample_every", -1, "an integer >= 0"),
+    ("eval_batch_size", 0, "a positive integer"),
+    ("ema_decay", 1.0, r"a number in \[0, 1\)"),
+])
+def test_bad_numbers_are_refused_up_front_with_the_field_name(tmp_path, field, value, expected):
+  config = toy_config(**{field: value})
+  with pytest.raises(ValueError, match=rf"^--config\.{field}={value!r}: expected {expected}"):
+    run_toy(tmp_path, config)
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_keep_checkpoints_none_keeps_every_checkpoint(tmp_path):
+  run_toy(tmp_path, toy_config(keep_checkpoints=None))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["12", "4", "8"]
