@@ -78,6 +78,43 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   return restored[STATE_ITEM], restored[DATA_ITEM]
 
 
+UNREADABLE_PREFIX = "unreadable_"
+
+
+def _first_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def restore_latest_readable(manager: ocp.CheckpointManager,
+                            abstract_state: Any) -> Tuple[Any, Dict[str, Any]]:
+  """(state, data_state) of the latest checkpoint that can be read, falling back step by step.
+
+  Each unreadable checkpoint (a truncated or deleted file) is logged in one line with its cause;
+  once an earlier one has been read, the unreadable later ones are moved aside to
+  `unreadable_<step>` (kept for inspection) so that the resumed run can save those steps again.
+  When none can be read, the error names each step's cause and nothing is moved.
+  """
+  failures = {}
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = restore(manager, abstract_state, step)
+    # Orbax and TensorStore report a damaged file with many exception types.
+    except Exception as error:  # pylint: disable=broad-except
+      failures[step] = _first_line(error)
+      logging.warning("the checkpoint of step %d in %s is unreadable (%s); trying the previous one",
+                      step, manager.directory, failures[step])
+      continue
+    if failures and jax.process_index() == 0:
+      for failed in failures:
+        os.rename(os.path.join(manager.directory, str(failed)),
+                  os.path.join(manager.directory, f"{UNREADABLE_PREFIX}{failed}"))
+    manager.reload()
+    return restored
+  raise ValueError(f"no readable checkpoint in {manager.directory}: "
+                   + "; ".join(f"step {step}: {cause}" for step, cause in failures.items()))
+
+
 def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int] = None) -> Any:
   """The state of `step` (default: the latest) in a run's checkpoint `directory`, for tools that
   only read it: nothing is created or cleaned up there (a temporary folder may be a save still

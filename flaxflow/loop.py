@@ -165,12 +165,13 @@ def _log_train_metrics(*, step: int, t: float, history: List[Metrics], num_steps
 
 def _restore_or_init(manager, init, train_iterator, rng: Array,
                      sharding: jax.sharding.Sharding) -> Any:
-  """The latest checkpoint's state (and data position) if there is one, else a fresh state."""
+  """The latest readable checkpoint's state (and data position) if there is one, else a fresh
+  state."""
   first_batch = _peek(train_iterator)
   if manager.latest_step() is None:
     return init(first_batch, rng)
   abstract_state = checkpointing.abstract_state(init, sharding, first_batch, rng)
-  state, data_state = checkpointing.restore(manager, abstract_state)
+  state, data_state = checkpointing.restore_latest_readable(manager, abstract_state)
   train_iterator.set_state(data_state)
   logging.info("resumed from the checkpoint of step %d in %s", int(state.step), manager.directory)
   return state
@@ -253,9 +254,11 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
       checkpointing.save(manager, step, state, train_iterator.get_state(), force=True)
   finally:
     manager.wait_until_finished()
+    last_checkpoint = manager.latest_step()
     manager.close()
   if step < config.num_steps:
-    logging.info("stop requested: saved the checkpoint of step %d; rerun to resume", step)
+    logging.info("stop requested at step %d: the last checkpoint is of step %s; rerun to resume",
+                 step, last_checkpoint)
     return TrainResult(state=state, stopped_early=True, eval_metrics={})
   eval_metrics = task.final_evaluation(state, workdir, writer)
   writer.flush()

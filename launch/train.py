@@ -32,6 +32,9 @@ def main(argv) -> None:
       config, Workdir(_WORKDIR.value), train_set, image_shape=info.image_shape,
       class_names=info.class_names,
       eval_batches=lambda: pipeline.eval_batches(eval_set, batch_size=config.eval_batch_size))
+  if result.stopped_early:
+    runs.exit_with_message(runs.EXIT_PREEMPTED, "preempted (SIGTERM) after saving a checkpoint; "
+                           "rerun the same command to resume")
   if result.eval_metrics:
     logging.info("final %s %s bits/dim: %.4f", config.dataset, config.eval_split,
                  result.eval_metrics["bits_per_dim"])

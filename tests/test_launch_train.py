@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from flaxflow import models
+from launch import runs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "launch", "configs")
@@ -137,15 +138,19 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_with_the_preempted_code(tmp_path):
   workdir = tmp_path / "run"
   process = launch(workdir, *TINY, "--config.num_steps=100000", "--config.checkpoint_every=1000")
   wait_for(lambda: "step 3/100000" in output(workdir), process, workdir)
   process.send_signal(signal.SIGTERM)
-  log = finish(process, workdir, timeout=120)
-  assert "stop requested: saved the checkpoint of step" in log
+  process.wait(timeout=120)
+  log = output(workdir)
+  assert process.returncode == runs.EXIT_PREEMPTED == 75, log[-3000:]
+  assert log.rstrip().endswith("error: preempted (SIGTERM) after saving a checkpoint; rerun the "
+                               "same command to resume")
   steps = checkpoint_steps(workdir)
   assert len(steps) == 1 and 3 <= steps[0] < 1000
+  assert f"the last checkpoint is of step {steps[0]}" in log
   assert not (workdir / "final_metrics.json").exists()
 
 

@@ -205,3 +205,17 @@ def test_a_rerun_of_a_finished_run_keeps_its_final_metrics(tmp_path):
   result, writer = run(tmp_path, toy_config(num_steps=4), real_points())
   assert int(result.state.step) == 4 and not writer.scalars
   assert (tmp_path / "final_metrics.json").read_text() == before
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  full, _ = run(tmp_path / "full", toy_config(), real_points())
+  run(tmp_path / "parts", toy_config(num_steps=8), real_points())
+  latest = tmp_path / "parts" / "checkpoints" / "8"
+  largest = max((path for path in latest.rglob("*") if path.is_file()),
+                key=lambda path: path.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:largest.stat().st_size // 2])
+  resumed, writer = run(tmp_path / "parts", toy_config(), real_points())
+  assert min(writer.scalars) == 5  # Resumed from step 4.
+  jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
+  assert sorted(path.name for path in latest.parent.iterdir()) == ["12", "4", "8",
+                                                                  "unreadable_8"]
