@@ -82,8 +82,20 @@ UNREADABLE_PREFIX = "unreadable_"
 
 
 def _first_line(error: BaseException) -> str:
+  """The first line of the innermost cause of `error`: Orbax wraps the file's own error."""
+  while error.__cause__ is not None:
+    error = error.__cause__
   lines = str(error).strip().splitlines()
   return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def _unused_path(path: str) -> str:
+  """`path`, or `path.<n>` with the first n >= 1 that does not exist yet."""
+  candidate, number = path, 0
+  while os.path.exists(candidate):
+    number += 1
+    candidate = f"{path}.{number}"
+  return candidate
 
 
 def restore_latest_readable(manager: ocp.CheckpointManager,
@@ -108,7 +120,7 @@ def restore_latest_readable(manager: ocp.CheckpointManager,
     if failures and jax.process_index() == 0:
       for failed in failures:
         os.rename(os.path.join(manager.directory, str(failed)),
-                  os.path.join(manager.directory, f"{UNREADABLE_PREFIX}{failed}"))
+                  _unused_path(os.path.join(manager.directory, f"{UNREADABLE_PREFIX}{failed}")))
     manager.reload()
     return restored
   raise ValueError(f"no readable checkpoint in {manager.directory}: "

@@ -10,7 +10,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from flaxflow import analysis, optimization
-from launch import research
+from launch import research, runs
 
 _RUN = research.define_run_flags()
 
@@ -56,4 +56,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

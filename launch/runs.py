@@ -48,9 +48,22 @@ def exit_with_message(code: int, message: str) -> NoReturn:
   sys.exit(code)
 
 
+def _config_file_in(argv: Sequence[str]) -> Optional[str]:
+  """The file of the last `--config=FILE[:ARG]` in `argv`, if any."""
+  paths = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")]
+  return paths[-1].split(":")[0] if paths else None
+
+
+def _config_file_error(path: str, error: BaseException) -> str:
+  if not os.path.isfile(path):
+    return f"--config={path}: no such file"
+  return f"--config={path}: {error.__cause__ or error}"
+
+
 def define_config_flag(default_file: str, help_text: str) -> flags.FlagHolder:
-  """`--config=FILE[:ARG]` with `--config.<field>=<value>` overrides; an override of a field the
-  config lacks ends the program with one line (ml_collections raises it as the flag is defined)."""
+  """`--config=FILE[:ARG]` with `--config.<field>=<value>` overrides. ml_collections applies the
+  overrides as the flag is defined; a failure then (a field the config lacks, a config file that
+  does not load) ends the program with one line."""
   try:
     return config_flags.DEFINE_config_file("config", default_file, help_text)
   except (KeyError, AttributeError) as error:
@@ -58,17 +71,20 @@ def define_config_flag(default_file: str, help_text: str) -> flags.FlagHolder:
     overrides = [arg.split("=")[0] for arg in sys.argv[1:] if arg.startswith("--config.")]
     named = [flag for flag in overrides if flag.split(".")[-1] == field] or overrides
     exit_with_message(EXIT_USER_ERROR, f"{' '.join(named)}: the config has no field {field!r}")
+  except OSError as error:
+    exit_with_message(EXIT_USER_ERROR,
+                      _config_file_error(_config_file_in(sys.argv) or default_file, error))
 
 
 def config_from_flag(config_flag: flags.FlagHolder) -> ml_collections.ConfigDict:
   """The loaded config, or a one-line error naming the config file that failed to load."""
   path = config_flags.get_config_filename(flags.FLAGS[config_flag.name]).split(":")[0]
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"--config={path}: no such file")
   try:
-    return config_flag.value
+    config = config_flag.value
+    config.keys()  # ml_collections defers a load failure to the config's first use.
+    return config
   except OSError as error:
-    raise ValueError(f"--config={path}: {error.__cause__ or error}") from error
+    raise ValueError(_config_file_error(path, error)) from error
 
 
 def _exit_on_known_errors(main: Callable[[Sequence[str]], None], argv: Sequence[str]) -> None:
@@ -87,9 +103,21 @@ def _exit_on_known_errors(main: Callable[[Sequence[str]], None], argv: Sequence[
     exit_with_message(EXIT_UNEXPECTED, f"disk full: {error}")
 
 
+def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
+  """absl's flag parsing, where a config file that fails to load (with overrides, ml_collections
+  loads it here) is one line."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except OSError as error:
+    path = _config_file_in(argv)
+    if path is None:
+      raise
+    exit_with_message(EXIT_USER_ERROR, _config_file_error(path, error))
+
+
 def run_main(main: Callable[[Sequence[str]], None]) -> None:
   """`absl.app.run(main)` with the exit codes and one-line errors of this module's docstring."""
-  app.run(lambda argv: _exit_on_known_errors(main, argv))
+  app.run(lambda argv: _exit_on_known_errors(main, argv), flags_parser=_parse_flags)
 
 
 def start_devices() -> None:

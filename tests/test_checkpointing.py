@@ -94,3 +94,11 @@ def test_sigterm_requests_a_stop_and_the_handler_is_restored(tmp_path):
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop_request.should_stop(manager, 2)
   assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_unused_path_never_overwrites_an_earlier_copy(tmp_path):
+  path = str(tmp_path / "unreadable_8")
+  assert checkpointing._unused_path(path) == path
+  os.mkdir(path)
+  os.mkdir(f"{path}.1")
+  assert checkpointing._unused_path(path) == f"{path}.2"

@@ -101,6 +101,39 @@ def test_missing_accelerator_is_a_clear_error(tmp_path):
   assert "--accelerator=tpu: JAX found no tpu devices" in output(tmp_path / "run")
 
 
+@pytest.mark.parametrize("flag, message", [
+    ("--config.foo=1", "error: --config.foo: the config has no field 'foo'"),
+    ("--config.keep_checkpoints=0", "error: --config.keep_checkpoints=0: expected a positive integer"),
+    ("--config.optimizer.learning_rate=nan",
+     "error: --config.optimizer.learning_rate=nan: expected a finite number > 0"),
+    ("--config.log_every=0", "error: --config.log_every=0: expected a positive integer"),
+    ("--config=launch/configs/missing.py", "error: --config=launch/configs/missing.py: no such file"),
+])
+def test_a_user_error_is_one_line_and_exit_code_2_before_the_workdir_is_touched(tmp_path, flag,
+                                                                               message):
+  process = launch(tmp_path / "run", flag, *TINY)
+  process.wait(timeout=300)
+  log = output(tmp_path / "run")
+  assert process.returncode == runs.EXIT_USER_ERROR == 2, log[-3000:]
+  assert log.rstrip().splitlines()[-1] == message and "Traceback" not in log
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_model_config_is_refused_and_config_json_kept(tmp_path):
+  workdir = tmp_path / "run"
+  finish(launch(workdir, *TINY, "--config.num_steps=2", "--config.checkpoint_every=2"), workdir)
+  before = (workdir / "config.json").read_text()
+  process = launch(workdir, *TINY, "--config.num_steps=4", "--config.model.width=16",
+                   "--config.seed=3")
+  process.wait(timeout=300)
+  lines = output(workdir).rstrip().splitlines()
+  assert process.returncode == 2
+  assert "holds a run of another config" in lines[-3]
+  assert lines[-2:] == ["  model.width: 8 -> 16", "  seed: 0 -> 3"]
+  assert (workdir / "config.json").read_text() == before and checkpoint_steps(workdir) == [2]
+
+
 @pytest.mark.slow
 def test_tiny_run_leaves_checkpoints_metrics_samples_and_test_bits_per_dim(tmp_path):
   workdir = tmp_path / "run"
