@@ -228,6 +228,15 @@ class TestFolders:
         ("anger", "kdef/P1", "kdef"), ("happy", "kdef/P1", "kdef"),
         ("surprise", "kdef/P2", "kdef")]
 
+  def test_images_in_nested_folders_are_reported_not_dropped(self, tmp_path):
+    write_image(tmp_path / "faces" / "happy" / "S001_a.png")
+    nested = tmp_path / "faces" / "happy" / "session2" / "deeper" / "S002_b.png"
+    write_image(nested)
+    found, problems = split_items(folders.read(tmp_path / "faces", "faces"))
+    assert [record.subject for record in found] == ["faces/S001"]
+    assert [str(problem) for problem in problems] == [
+        f"{nested}: image in a subfolder of happy/, which is not read; move it into happy/"]
+
   def test_layout_errors_are_reported(self, tmp_path):
     write_image(tmp_path / "loose_face.png")
     write_image(tmp_path / "smiling" / "P1_a.png")
