@@ -89,6 +89,21 @@ def _first_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
+class UnreadableCheckpointError(ValueError):
+  """A checkpoint could not be read; the message ends with the first line of the innermost
+  cause."""
+
+
+def _restore_or_explain(manager: ocp.CheckpointManager, abstract_state: Any,
+                        step: int) -> Tuple[Any, Dict[str, Any]]:
+  try:
+    return restore(manager, abstract_state, step)
+  # Orbax and TensorStore report a damaged file with many exception types.
+  except Exception as error:  # pylint: disable=broad-except
+    raise UnreadableCheckpointError(f"the checkpoint of step {step} in {manager.directory} is "
+                                    f"unreadable ({_first_line(error)})") from error
+
+
 def _unused_path(path: str) -> str:
   """`path`, or `path.<n>` with the first n >= 1 that does not exist yet."""
   candidate, number = path, 0
@@ -98,33 +113,33 @@ def _unused_path(path: str) -> str:
   return candidate
 
 
-def restore_latest_readable(manager: ocp.CheckpointManager,
-                            abstract_state: Any) -> Tuple[Any, Dict[str, Any]]:
+def restore_latest_readable(manager: ocp.CheckpointManager, abstract_state: Any, *,
+                            move_aside: bool = True) -> Tuple[Any, Dict[str, Any]]:
   """(state, data_state) of the latest checkpoint that can be read, falling back step by step.
 
   Each unreadable checkpoint (a truncated or deleted file) is logged in one line with its cause;
   once an earlier one has been read, the unreadable later ones are moved aside to
-  `unreadable_<step>` (kept for inspection) so that the resumed run can save those steps again.
-  When none can be read, the error names each step's cause and nothing is moved.
+  `unreadable_<step>` (kept for inspection; unless not `move_aside`, for tools that only read) so
+  that the resumed run can save those steps again. When none can be read, the error names each
+  step's cause and nothing is moved.
   """
   failures = {}
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      restored = restore(manager, abstract_state, step)
-    # Orbax and TensorStore report a damaged file with many exception types.
-    except Exception as error:  # pylint: disable=broad-except
-      failures[step] = _first_line(error)
-      logging.warning("the checkpoint of step %d in %s is unreadable (%s); trying the previous one",
-                      step, manager.directory, failures[step])
+      restored = _restore_or_explain(manager, abstract_state, step)
+    except UnreadableCheckpointError as error:
+      failures[step] = str(error)
+      logging.warning("%s; trying the previous one", error)
       continue
-    if failures and jax.process_index() == 0:
+    if failures and move_aside and jax.process_index() == 0:
       for failed in failures:
         os.rename(os.path.join(manager.directory, str(failed)),
                   _unused_path(os.path.join(manager.directory, f"{UNREADABLE_PREFIX}{failed}")))
     manager.reload()
     return restored
-  raise ValueError(f"no readable checkpoint in {manager.directory}: "
-                   + "; ".join(f"step {step}: {cause}" for step, cause in failures.items()))
+  if not failures:
+    raise FileNotFoundError(f"no complete checkpoint in {manager.directory}")
+  raise ValueError(f"no readable checkpoint in {manager.directory}: " + "; ".join(failures.values()))
 
 
 def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int] = None) -> Any:
@@ -137,9 +152,12 @@ def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int]
   manager = ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, DATA_ITEM))
   try:
     available = manager.all_steps()
-    if step is not None and step not in available:
+    if step is None:
+      state, _ = restore_latest_readable(manager, abstract_state, move_aside=False)
+    elif step not in available:
       raise ValueError(f"step={step}: {directory} has the steps {sorted(available)}")
-    state, _ = restore(manager, abstract_state, step)
+    else:
+      state, _ = _restore_or_explain(manager, abstract_state, step)
   finally:
     manager.close()
   return state

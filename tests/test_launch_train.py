@@ -111,7 +111,9 @@ def test_missing_accelerator_is_a_clear_error(tmp_path):
 ])
 def test_a_user_error_is_one_line_and_exit_code_2_before_the_workdir_is_touched(tmp_path, flag,
                                                                                message):
-  process = launch(tmp_path / "run", flag, *TINY)
+  # A config file comes before the overrides; an override after TINY's, which it would replace.
+  flags = [flag, *TINY] if flag.startswith("--config=") else [*TINY, flag]
+  process = launch(tmp_path / "run", *flags)
   process.wait(timeout=300)
   log = output(tmp_path / "run")
   assert process.returncode == runs.EXIT_USER_ERROR == 2, log[-3000:]
@@ -208,3 +210,31 @@ def test_two_processes_train_together_and_only_process_0_writes(tmp_path):
   assert checkpoint_steps(workdir) == [2, 4]
   assert final_metrics(workdir)["step"] == 4
   assert len(glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))) == 1
+
+
+def _raise(error):
+  def main(argv):
+    raise error
+  return main
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (ValueError("--config.x=0: expected a positive integer"), 2,
+     "error: --config.x=0: expected a positive integer"),
+    (FileNotFoundError("no such file"), 2, "error: no such file"),
+    (runs.WorkdirInUseError("W is in use by process 7"), 2, "error: W is in use by process 7"),
+    (runs.loop.NonFiniteError("the updates at steps 3..5 were skipped"), 3,
+     "error: the updates at steps 3..5 were skipped"),
+    (OSError(28, "No space left on device"), 1,
+     "error: disk full: [Errno 28] No space left on device"),
+])
+def test_known_errors_exit_with_their_code_and_one_line(capsys, error, code, message):
+  with pytest.raises(SystemExit) as exit_info:
+    runs._exit_on_known_errors(_raise(error), ["train"])
+  assert exit_info.value.code == code
+  assert capsys.readouterr().err == message + "\n"
+
+
+def test_an_unexpected_error_keeps_its_traceback():
+  with pytest.raises(OSError, match="Input/output error"):
+    runs._exit_on_known_errors(_raise(OSError(5, "Input/output error")), ["train"])
