@@ -8,7 +8,9 @@ a temporary directory and renames it only once complete, so an interrupted save 
 import logging as python_logging
 import os
 import signal
+import sys
 import threading
+import types
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
@@ -27,8 +29,28 @@ class _QuietOrbaxInfo(python_logging.Filter):
 
 
 def quiet_orbax_info_logs() -> None:
-  """Keeps Orbax's per-save INFO lines out of absl's log, where they would bury progress lines."""
+  """Keeps Orbax's per-save INFO lines out of absl's log, where they would bury progress lines,
+  and its shutdown noise after a failed restore out of the end of the output."""
   logging.get_absl_handler().addFilter(_QuietOrbaxInfo())
+  sys.unraisablehook = _drop_orbax_unraisable
+
+
+def _raised_in_orbax(traceback: Optional[types.TracebackType]) -> bool:
+  while traceback is not None:
+    if "/orbax/" in traceback.tb_frame.f_code.co_filename:
+      return True
+    traceback = traceback.tb_next
+  return False
+
+
+def _drop_orbax_unraisable(unraisable: Any) -> None:
+  """After a failed restore, Orbax's unfinished read coroutines raise again as the interpreter
+  exits ("Exception ignored in: <coroutine ...>", the event loop closed): each an echo of the
+  error already reported, printed after it. Those are logged at debug level; others as usual."""
+  if _raised_in_orbax(unraisable.exc_traceback):
+    logging.debug("after exit, Orbax: %s", unraisable.exc_value)
+  else:
+    sys.__unraisablehook__(unraisable)
 
 
 def create_manager(directory: str, *, save_interval_steps: int,

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import jax.numpy as jnp
@@ -102,3 +103,19 @@ def test_an_unused_path_never_overwrites_an_earlier_copy(tmp_path):
   os.mkdir(path)
   os.mkdir(f"{path}.1")
   assert checkpointing._unused_path(path) == f"{path}.2"
+
+
+def _unraisable_raised_in(filename):
+  try:
+    exec(compile("raise ValueError('an echo of the reported error')", filename, "exec"))
+  except ValueError as error:
+    return types.SimpleNamespace(exc_type=ValueError, exc_value=error,
+                                 exc_traceback=error.__traceback__, err_msg=None, object=None)
+  raise AssertionError("nothing raised")
+
+
+def test_orbax_shutdown_noise_is_dropped_and_other_unraisable_errors_kept(capsys):
+  checkpointing._drop_orbax_unraisable(_unraisable_raised_in("/venv/orbax/serialization.py"))
+  assert capsys.readouterr().err == ""
+  checkpointing._drop_orbax_unraisable(_unraisable_raised_in("/elsewhere/module.py"))
+  assert "an echo of the reported error" in capsys.readouterr().err
