@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import types
 
 import jax
 import jax.numpy as jnp
@@ -105,17 +104,18 @@ def test_an_unused_path_never_overwrites_an_earlier_copy(tmp_path):
   assert checkpointing._unused_path(path) == f"{path}.2"
 
 
-def _unraisable_raised_in(filename):
-  try:
-    exec(compile("raise ValueError('an echo of the reported error')", filename, "exec"))
-  except ValueError as error:
-    return types.SimpleNamespace(exc_type=ValueError, exc_value=error,
-                                 exc_traceback=error.__traceback__, err_msg=None, object=None)
-  raise AssertionError("nothing raised")
+def _raise_unraisable_in(filename):
+  """Drops an object whose finaliser raises from code compiled as `filename`: Python passes
+  that error to `sys.unraisablehook`."""
+  namespace = {}
+  exec(compile("class Finalised:\n  def __del__(self):\n    raise ValueError('an echo of the "
+               "reported error')\n", filename, "exec"), namespace)
+  namespace["Finalised"]()
 
 
-def test_orbax_shutdown_noise_is_dropped_and_other_unraisable_errors_kept(capsys):
-  checkpointing._drop_orbax_unraisable(_unraisable_raised_in("/venv/orbax/serialization.py"))
+def test_orbax_shutdown_noise_is_dropped_and_other_unraisable_errors_kept(capsys, monkeypatch):
+  monkeypatch.setattr(sys, "unraisablehook", checkpointing._drop_orbax_unraisable)
+  _raise_unraisable_in("/venv/orbax/serialization.py")
   assert capsys.readouterr().err == ""
-  checkpointing._drop_orbax_unraisable(_unraisable_raised_in("/elsewhere/module.py"))
+  _raise_unraisable_in("/elsewhere/module.py")
   assert "an echo of the reported error" in capsys.readouterr().err
