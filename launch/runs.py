@@ -23,7 +23,7 @@ from data import pipeline
 from flaxflow import checkpointing, loop, models, parallel
 from launch import host_memory
 from flaxflow.models.capabilities import check_model_matches_data
-from flaxflow.tasks.flow import FlowTask
+from flaxflow.tasks import flow as flow_task
 from flaxflow.workdir import Workdir, WorkdirInUseError
 
 ACCELERATOR = flags.DEFINE_enum("accelerator", None, list(parallel.ACCELERATORS),
@@ -144,6 +144,12 @@ def create_writer(workdir: Workdir) -> metric_writers.MetricWriter:
   return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir.tensorboard))
 
 
+def check_training_config(config: ml_collections.ConfigDict) -> None:
+  """Every field the loop and the flow task read, checked before any data is loaded."""
+  loop.check_config(config)
+  flow_task.check_config(config)
+
+
 def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, train_set: Any,
                        *, image_shape: Sequence[int], class_names: Sequence[str],
                        eval_batches: Optional[Callable[[], Iterable[dict]]] = None
@@ -154,9 +160,9 @@ def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, trai
   anything in it is written."""
   model = models.create(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
-  loop.check_config(config)
+  check_training_config(config)
   mesh = parallel.make_mesh()
-  task = FlowTask(config, model, mesh, class_names, eval_batches)
+  task = flow_task.FlowTask(config, model, mesh, class_names, eval_batches)
   with workdir.lock() if parallel.is_primary() else contextlib.nullcontext():
     workdir.check_config_matches(config)
     train_iterator = pipeline.TrainIterator(train_set, global_batch_size=config.batch_size,

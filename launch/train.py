@@ -25,6 +25,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = runs.config_from_flag(_CONFIG)
+  runs.check_training_config(config)
   runs.start_devices()
   train_set, info = datasets.load(config.dataset, "train", config.data_dir)
   eval_set, _ = datasets.load(config.dataset, config.eval_split, config.data_dir)
