@@ -162,6 +162,7 @@ def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, trai
   check_model_matches_data(model, image_shape, class_names, config.dataset)
   check_training_config(config)
   mesh = parallel.make_mesh()
+  flow_task.check_eval_batch_size(config, mesh)
   task = flow_task.FlowTask(config, model, mesh, class_names, eval_batches)
   with workdir.lock() if parallel.is_primary() else contextlib.nullcontext():
     workdir.check_config_matches(config)

@@ -4,6 +4,7 @@ held-out metrics, samples, and whole runs."""
 import functools
 import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -311,3 +312,11 @@ def test_bad_numbers_are_refused_up_front_with_the_field_name(tmp_path, field, v
 def test_keep_checkpoints_none_keeps_every_checkpoint(tmp_path):
   run_toy(tmp_path, toy_config(keep_checkpoints=None))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["12", "4", "8"]
+
+
+def test_an_eval_batch_that_the_devices_cannot_share_is_refused():
+  four_devices = types.SimpleNamespace(size=4)  # Only the mesh's size matters here.
+  flow.check_eval_batch_size(toy_config(eval_batch_size=8), four_devices)
+  with pytest.raises(ValueError, match=r"^--config.eval_batch_size=6: expected a multiple of the "
+                     r"4 devices of each process$"):
+    flow.check_eval_batch_size(toy_config(eval_batch_size=6), four_devices)

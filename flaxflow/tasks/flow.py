@@ -108,6 +108,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   config_checks.positive_finite(config, "sample_temperature")
 
 
+def check_eval_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Held-out batches are split over the devices: found before training, not after it."""
+  if config.eval_batch_size * jax.process_count() % mesh.size:
+    raise ValueError(f"--config.eval_batch_size={config.eval_batch_size}: expected a multiple of "
+                     f"the {mesh.size // jax.process_count()} devices of each process")
+
+
 class FlowTask:
   """A flow model trained on {"image": uint8, "label": int32} batches by maximum likelihood.
 
@@ -120,9 +127,6 @@ class FlowTask:
                class_names: Sequence[str] = (),
                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None):
     check_config(config)
-    if config.eval_batch_size * jax.process_count() % mesh.size:
-      raise ValueError(f"--config.eval_batch_size={config.eval_batch_size}: expected a multiple of "
-                       f"the {jax.local_device_count()} devices of each process")
     self.config, self.model, self.mesh = config, model, mesh
     self.class_names, self.eval_batches = list(class_names), eval_batches
     self.optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)
