@@ -40,7 +40,7 @@ EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75
 # Errors whose message says all a user needs: printed as one line, the traceback only at -v 1.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError, WorkdirInUseError)
+               PermissionError, WorkdirInUseError, parallel.PlatformError)
 
 
 def exit_with_message(code: int, message: str) -> NoReturn:
