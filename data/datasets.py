@@ -109,6 +109,9 @@ def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names)
     _check_split(name, split, ("train", "test"))
     if data_dir is not None and has_archive(data_dir):
       return _from_arrays(name, class_names, read_archive(data_dir), split)
+    if (data_dir is not None and not download
+        and not tfds.builder(name, data_dir=data_dir).is_prepared()):
+      read_archive(data_dir)  # Offline with nothing to read: its error names the missing files.
     dataset, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
                               with_info=True, shuffle_files=False)
     return _standardize(dataset), _info_from_tfds(name, info, class_names)

@@ -8,7 +8,9 @@ a temporary directory and renames it only once complete, so an interrupted save 
 import logging as python_logging
 import os
 import signal
+import sys
 import threading
+import types
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
@@ -27,8 +29,28 @@ class _QuietOrbaxInfo(python_logging.Filter):
 
 
 def quiet_orbax_info_logs() -> None:
-  """Keeps Orbax's per-save INFO lines out of absl's log, where they would bury progress lines."""
+  """Keeps Orbax's per-save INFO lines out of absl's log, where they would bury progress lines,
+  and its shutdown noise after a failed restore out of the end of the output."""
   logging.get_absl_handler().addFilter(_QuietOrbaxInfo())
+  sys.unraisablehook = _drop_orbax_unraisable
+
+
+def _raised_in_orbax(traceback: Optional[types.TracebackType]) -> bool:
+  while traceback is not None:
+    if "/orbax/" in traceback.tb_frame.f_code.co_filename:
+      return True
+    traceback = traceback.tb_next
+  return False
+
+
+def _drop_orbax_unraisable(unraisable: Any) -> None:
+  """After a failed restore, Orbax's unfinished read coroutines raise again as the interpreter
+  exits ("Exception ignored in: <coroutine ...>", the event loop closed): each an echo of the
+  error already reported, printed after it. Those are logged at debug level; others as usual."""
+  if _raised_in_orbax(unraisable.exc_traceback):
+    logging.debug("after exit, Orbax: %s", unraisable.exc_value)
+  else:
+    sys.__unraisablehook__(unraisable)
 
 
 def create_manager(directory: str, *, save_interval_steps: int,
@@ -78,6 +100,70 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   return restored[STATE_ITEM], restored[DATA_ITEM]
 
 
+UNREADABLE_PREFIX = "unreadable_"
+
+
+def _first_line(error: BaseException) -> str:
+  """The first line of the innermost cause of `error`: Orbax wraps the file's own error."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+class UnreadableCheckpointError(ValueError):
+  """A checkpoint could not be read; the message ends with the first line of the innermost
+  cause."""
+
+
+def _restore_or_explain(manager: ocp.CheckpointManager, abstract_state: Any,
+                        step: int) -> Tuple[Any, Dict[str, Any]]:
+  try:
+    return restore(manager, abstract_state, step)
+  # Orbax and TensorStore report a damaged file with many exception types.
+  except Exception as error:  # pylint: disable=broad-except
+    raise UnreadableCheckpointError(f"the checkpoint of step {step} in {manager.directory} is "
+                                    f"unreadable ({_first_line(error)})") from error
+
+
+def _unused_path(path: str) -> str:
+  """`path`, or `path.<n>` with the first n >= 1 that does not exist yet."""
+  candidate, number = path, 0
+  while os.path.exists(candidate):
+    number += 1
+    candidate = f"{path}.{number}"
+  return candidate
+
+
+def restore_latest_readable(manager: ocp.CheckpointManager, abstract_state: Any, *,
+                            move_aside: bool = True) -> Tuple[Any, Dict[str, Any]]:
+  """(state, data_state) of the latest checkpoint that can be read, falling back step by step.
+
+  Each unreadable checkpoint (a truncated or deleted file) is logged in one line with its cause;
+  once an earlier one has been read, the unreadable later ones are moved aside to
+  `unreadable_<step>` (kept for inspection; unless not `move_aside`, for tools that only read) so
+  that the resumed run can save those steps again. When none can be read, the error names each
+  step's cause and nothing is moved.
+  """
+  failures = {}
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = _restore_or_explain(manager, abstract_state, step)
+    except UnreadableCheckpointError as error:
+      failures[step] = str(error)
+      logging.warning("%s; trying the previous one", error)
+      continue
+    if failures and move_aside and jax.process_index() == 0:
+      for failed in failures:
+        os.rename(os.path.join(manager.directory, str(failed)),
+                  _unused_path(os.path.join(manager.directory, f"{UNREADABLE_PREFIX}{failed}")))
+    manager.reload()
+    return restored
+  if not failures:
+    raise FileNotFoundError(f"no complete checkpoint in {manager.directory}")
+  raise ValueError(f"no readable checkpoint in {manager.directory}: " + "; ".join(failures.values()))
+
+
 def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int] = None) -> Any:
   """The state of `step` (default: the latest) in a run's checkpoint `directory`, for tools that
   only read it: nothing is created or cleaned up there (a temporary folder may be a save still
@@ -88,9 +174,12 @@ def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int]
   manager = ocp.CheckpointManager(directory, options=options, item_names=(STATE_ITEM, DATA_ITEM))
   try:
     available = manager.all_steps()
-    if step is not None and step not in available:
+    if step is None:
+      state, _ = restore_latest_readable(manager, abstract_state, move_aside=False)
+    elif step not in available:
       raise ValueError(f"step={step}: {directory} has the steps {sorted(available)}")
-    state, _ = restore(manager, abstract_state, step)
+    else:
+      state, _ = _restore_or_explain(manager, abstract_state, step)
   finally:
     manager.close()
   return state

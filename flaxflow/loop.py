@@ -4,12 +4,14 @@ The loop restores the latest checkpoint of the workdir (train state and data pos
 task for a fresh state, runs the task's jitted step with the state replicated over the device mesh
 and the batch split along its "data" axis (`flaxflow.parallel`), and reports progress and runs the
 task's periodic work through CLU's periodic actions. It stops when too many updates in a row were
-skipped for a non-finite loss or gradient, saves and returns on SIGTERM, and at the end saves, lets
-the task evaluate, and writes the workdir's final metrics.
+skipped as non-finite (`flaxflow.optimization.apply_if_finite`), saves and returns on SIGTERM, and
+at the end saves, lets the task evaluate, and writes the workdir's final metrics. No checkpoint is
+written while updates are being skipped, so that a rerun resumes from a state before the trouble.
 """
 
 import dataclasses
 import functools
+import os
 from typing import Any, Dict, Iterator, List, Mapping, Protocol, Sequence, Tuple
 
 import jax
@@ -17,7 +19,7 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
-from flaxflow import checkpointing, parallel
+from flaxflow import checkpointing, config_checks, parallel
 from flaxflow.workdir import Workdir
 
 Array = jax.Array
@@ -34,7 +36,8 @@ def stream_key(seed: int, stream: str) -> Array:
 
 
 class NonFiniteError(RuntimeError):
-  """Raised when too many consecutive updates had a non-finite loss or gradient."""
+  """Raised when too many consecutive updates were skipped as non-finite, or when the final
+  metrics are not finite."""
 
 
 class Task(Protocol):
@@ -102,17 +105,45 @@ def _mean_finite_metrics(history: Sequence[Metrics]) -> Dict[str, float]:
   return means
 
 
-def _check_finite_updates(metrics: Metrics, step: int, max_consecutive: int) -> None:
+def _in_nonfinite_streak(metrics: Metrics) -> bool:
+  """Whether the state after the step of `metrics` ends a run of skipped updates (waits for it)."""
+  return int(metrics["consecutive_skipped"]) > 0
+
+
+def _nonfinite_stop_message(first: int, last: int, limit_name: str, manager) -> str:
+  checkpoint = manager.latest_step()
+  resume = ("no checkpoint was saved before them; rerun to start afresh" if checkpoint is None else
+            f"the last checkpoint, of step {checkpoint} in {manager.directory}, was saved before "
+            "them; rerun to resume from it")
+  return (f"the updates at steps {first}..{last} were skipped for a non-finite loss, gradient, "
+          f"parameter or optimizer state ({limit_name}); stopping. Lower "
+          f"--config.optimizer.learning_rate or check the data: {resume}")
+
+
+def _check_finite_updates(metrics: Metrics, step: int, max_consecutive: int, manager) -> None:
   if not int(metrics["skipped"]):
     return
   consecutive = int(metrics["consecutive_skipped"])
-  logging.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step,
-                  consecutive)
+  logging.warning("step %d: non-finite loss, gradient or update, update skipped (%d in a row)",
+                  step, consecutive)
   if consecutive >= max_consecutive:
-    raise NonFiniteError(
-        f"{consecutive} consecutive updates at steps {step - consecutive + 1}..{step} had a "
-        f"non-finite loss or gradient (limit: max_consecutive_nonfinite={max_consecutive}); "
-        "stopping. Lower the learning rate or check the data; the last checkpoint is finite.")
+    raise NonFiniteError(_nonfinite_stop_message(
+        step - consecutive + 1, step, f"limit: max_consecutive_nonfinite={max_consecutive}",
+        manager))
+
+
+def _strict_json_metrics(metrics: Any, prefix: str = "") -> Tuple[Any, List[str]]:
+  """`metrics` with every non-finite float replaced by None (strict JSON has no NaN), and the
+  "/"-joined names of those replaced."""
+  if isinstance(metrics, Mapping):
+    converted, bad = {}, []
+    for name, value in metrics.items():
+      converted[name], bad_inside = _strict_json_metrics(value, f"{prefix}{name}/")
+      bad += bad_inside
+    return converted, bad
+  if isinstance(metrics, float) and not np.isfinite(metrics):
+    return None, [prefix.rstrip("/")]
+  return metrics, []
 
 
 def _log_train_metrics(*, step: int, t: float, history: List[Metrics], num_steps: int, task: Task,
@@ -134,27 +165,38 @@ def _log_train_metrics(*, step: int, t: float, history: List[Metrics], num_steps
 
 def _restore_or_init(manager, init, train_iterator, rng: Array,
                      sharding: jax.sharding.Sharding) -> Any:
-  """The latest checkpoint's state (and data position) if there is one, else a fresh state."""
+  """The latest readable checkpoint's state (and data position) if there is one, else a fresh
+  state."""
   first_batch = _peek(train_iterator)
   if manager.latest_step() is None:
     return init(first_batch, rng)
   abstract_state = checkpointing.abstract_state(init, sharding, first_batch, rng)
-  state, data_state = checkpointing.restore(manager, abstract_state)
+  state, data_state = checkpointing.restore_latest_readable(manager, abstract_state)
   train_iterator.set_state(data_state)
   logging.info("resumed from the checkpoint of step %d in %s", int(state.step), manager.directory)
   return state
 
 
+def check_config(config: Any) -> None:
+  """The loop's fields: positive counts and intervals; `keep_checkpoints` None keeps every one."""
+  config_checks.positive_int(config, "batch_size", "num_steps", "log_every", "checkpoint_every",
+                             "max_consecutive_nonfinite")
+  if config.keep_checkpoints is not None:
+    config_checks.positive_int(config, "keep_checkpoints")
+
+
 def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir, writer: Any,
           mesh: jax.sharding.Mesh) -> TrainResult:
-  """Trains `task` for `config.num_steps`, resuming from the latest checkpoint in `workdir`.
+  """Trains `task` for `config.num_steps`, resuming from the latest checkpoint in `workdir`, and
+  writes `config` to the workdir once the state is restored or initialised.
 
   `train_iterator` yields global batches sharded over `mesh` and has `get_state()` /
   `set_state(state)` with JSON-able states that are the same on every process. `writer` takes
   `write_scalars(step, scalars)` and `flush()` (a CLU metric writer). `config` gives `seed`,
   `batch_size`, `num_steps`, `log_every`, `checkpoint_every`, `keep_checkpoints` and
-  `max_consecutive_nonfinite`.
+  `max_consecutive_nonfinite` (`check_config`).
   """
+  check_config(config)
   parallel.check_batch_size(config.batch_size, mesh)
   replicated = parallel.replicated_sharding(mesh)
   init = jax.jit(task.init_state, out_shardings=replicated)
@@ -167,7 +209,14 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
   try:
     state = _restore_or_init(manager, init, train_iterator, stream_key(config.seed, "init"),
                              replicated)
+    if parallel.is_primary():  # Only now: a failed restore leaves the workdir's config as it was.
+      workdir.write_config(config)
     start_step = step = int(state.step)
+    if start_step >= config.num_steps and os.path.exists(workdir.final_metrics_file):
+      logging.info("the run finished at step %d; its final metrics are in %s", start_step,
+                   workdir.final_metrics_file)
+      return TrainResult(state=state, stopped_early=False,
+                         eval_metrics=workdir.read_final_metrics()["eval"])
     throughput = _Throughput(batch_size=config.batch_size, num_train_steps=config.num_steps,
                              writer=writer, every_steps=config.log_every, every_secs=None)
     log_metrics = periodic_actions.PeriodicCallback(
@@ -181,7 +230,7 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
         state, metrics = step_fn(state, next(train_iterator))
         step += 1
         if pending is not None:  # Checked one step late so that the host never waits on a step.
-          _check_finite_updates(pending, step - 1, config.max_consecutive_nonfinite)
+          _check_finite_updates(pending, step - 1, config.max_consecutive_nonfinite, manager)
         pending = metrics
         history.append(metrics)
         if step == start_step + 1:  # Throughput leaves out the first step's compilation...
@@ -194,19 +243,30 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
             action(step, state=state)
         if stop_request.should_stop(manager, step):
           break
-        checkpointing.save(manager, step, state, train_iterator.get_state())
+        if manager.should_save(step) and not _in_nonfinite_streak(metrics):
+          checkpointing.save(manager, step, state, train_iterator.get_state())
       if pending is not None:
-        _check_finite_updates(pending, step, config.max_consecutive_nonfinite)
-    if manager.latest_step() != step:
+        _check_finite_updates(pending, step, config.max_consecutive_nonfinite, manager)
+    if pending is not None and _in_nonfinite_streak(pending):
+      logging.warning("step %d: no checkpoint saved, since updates are being skipped; the last "
+                      "one is of step %s", step, manager.latest_step())
+    elif manager.latest_step() != step:
       checkpointing.save(manager, step, state, train_iterator.get_state(), force=True)
   finally:
     manager.wait_until_finished()
+    last_checkpoint = manager.latest_step()
     manager.close()
   if step < config.num_steps:
-    logging.info("stop requested: saved the checkpoint of step %d; rerun to resume", step)
+    logging.info("stop requested at step %d: the last checkpoint is of step %s; rerun to resume",
+                 step, last_checkpoint)
     return TrainResult(state=state, stopped_early=True, eval_metrics={})
   eval_metrics = task.final_evaluation(state, workdir, writer)
   writer.flush()
+  final_metrics, non_finite = _strict_json_metrics(
+      {"step": step, "train": train_scalars, "eval": eval_metrics})
   if parallel.is_primary():
-    workdir.write_final_metrics({"step": step, "train": train_scalars, "eval": eval_metrics})
+    workdir.write_final_metrics(final_metrics)
+  if non_finite:
+    raise NonFiniteError(f"the final metrics {', '.join(non_finite)} are not finite (null in "
+                         f"{workdir.final_metrics_file})")
   return TrainResult(state=state, stopped_early=False, eval_metrics=eval_metrics)

@@ -3,9 +3,12 @@
 A model family's train step (`flaxflow.loop.Task`) updates one or several networks, each with its
 own optimizer. `apply_if_finite` makes one such update and keeps the network's parameters and
 optimizer state as they were when the loss or the gradient is not finite, counting the skip in a
-`SkipCount` of its own, so that one network's bad step does not block the others.
+`SkipCount` of its own, so that one network's bad step does not block the others. A step whose
+loss and gradient are finite can still make the parameters or optimizer state non-finite (a NaN or
+huge learning rate): that update is skipped too, so a non-finite value never enters the state.
 """
 
+import math
 from typing import Any, Dict, Tuple
 
 import flax
@@ -14,10 +17,22 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from flaxflow import config_checks
+
 Array = jax.Array
 
 OPTIMIZERS = {"adam": optax.adam, "adamax": optax.adamax}
 SCHEDULES = ("constant", "cosine")
+
+
+def check_optimizer_config(optimizer_config: ml_collections.ConfigDict) -> None:
+  """Names the field of a learning rate, warm-up, clipping norm or moment decay out of range."""
+  config = ml_collections.ConfigDict({"optimizer": optimizer_config})
+  config_checks.positive_finite(config, "optimizer.learning_rate", "optimizer.eps")
+  config_checks.non_negative_int(config, "optimizer.warmup_steps")
+  config_checks.in_interval(config, "optimizer.grad_clip_norm", 0, math.inf)
+  for decay in ("optimizer.b1", "optimizer.b2"):
+    config_checks.in_interval(config, decay, 0, 1)
 
 
 def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
@@ -41,6 +56,7 @@ def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
 def make_optimizer(optimizer_config: ml_collections.ConfigDict,
                    num_steps: int) -> optax.GradientTransformation:
   """Adam or Adamax with warm-up, after clipping gradients to `grad_clip_norm` (0: no clipping)."""
+  check_optimizer_config(optimizer_config)
   if optimizer_config.name not in OPTIMIZERS:
     raise ValueError(f"optimizer.name={optimizer_config.name!r}: expected one of "
                      f"{sorted(OPTIMIZERS)}")
@@ -72,18 +88,27 @@ def select(condition: Array, if_true: Any, if_false: Any) -> Any:
   return jax.tree.map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)
 
 
+def tree_is_finite(tree: Any) -> Array:
+  """Whether every floating-point leaf of `tree` is finite everywhere (a scalar bool)."""
+  checks = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
+
+
 def apply_if_finite(optimizer: optax.GradientTransformation, params: Any, opt_state: Any,
                     grads: Any, loss: Array, skips: SkipCount
                     ) -> Tuple[Any, Any, SkipCount, Dict[str, Array]]:
-  """One optimizer update, or none when `loss` or the gradient is not finite.
+  """One optimizer update, or none when `loss`, the gradient, or the updated parameters or optimizer
+  state are not finite.
 
   Returns (params, opt_state, skips, metrics{"grad_norm", "skipped"}); callers that update more
   (e.g. an average of the parameters) keep it too where `metrics["skipped"]` is 1.
   """
   grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, new_opt_state = optimizer.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
+  finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            & tree_is_finite((new_params, new_opt_state)))
   params, opt_state = select(finite, (new_params, new_opt_state), (params, opt_state))
   skipped = jnp.logical_not(finite).astype(jnp.int32)
   return params, opt_state, skips.after(skipped), {"grad_norm": grad_norm, "skipped": skipped}

@@ -27,13 +27,17 @@ def select_platform(accelerator: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
+class PlatformError(RuntimeError):
+  """The machine has no devices of the platform asked for."""
+
+
 def check_devices(accelerator: str) -> list:
   """All devices of `accelerator`, or an error saying that this machine has none."""
   try:
     devices = jax.devices()
   except RuntimeError as error:
-    raise RuntimeError(f"--accelerator={accelerator}: JAX found no {accelerator} devices on this "
-                       f"machine ({error})") from None
+    raise PlatformError(f"--accelerator={accelerator}: JAX found no {accelerator} devices on "
+                        f"this machine ({error})") from None
   if devices[0].platform != accelerator:
     raise RuntimeError(f"--accelerator={accelerator}: JAX runs on {devices[0].platform}, not "
                        f"{accelerator}; select the platform before any device is used")

@@ -6,13 +6,51 @@
     <workdir>/samples/step_*.png   sample grids written during training
     <workdir>/final_metrics.json   the last train and held-out metrics of a finished run
     <workdir>/analysis/            the research tools' outputs
+    <workdir>/lock                 held (flock) by the process training into it; holds its id
+
+The workdir's config is its contract: a rerun may change only `RESUMABLE_FIELDS` (how long, how
+often, the learning rate), since every other field decides what the checkpoints hold and mean.
 """
 
+import contextlib
+import fcntl
 import json
 import os
-from typing import Any, Mapping
+import socket
+from typing import Any, Dict, Iterator, List, Mapping
 
 import ml_collections
+
+# The fields a rerun into a workdir may change, e.g. to train longer or to resume a diverged run
+# with a lower learning rate; the schedule's shape and clipping stay (they shape the optimizer).
+RESUMABLE_FIELDS = frozenset((
+    "data_dir", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every",
+    "eval_every", "samples_per_class", "sample_temperature", "eval_batch_size",
+    "max_consecutive_nonfinite", "optimizer.learning_rate", "optimizer.warmup_steps"))
+
+
+class WorkdirInUseError(RuntimeError):
+  """Another live process holds the workdir's lock."""
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+  """{"a.b": value} for every leaf of the nested mapping `tree`."""
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, f"{prefix}{name}."))
+    else:
+      flat[f"{prefix}{name}"] = value
+  return flat
+
+
+def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
+  """One line per field outside `RESUMABLE_FIELDS` that differs: "field: saved -> new"."""
+  saved, new = flatten(saved), flatten(new)
+  missing = "(absent)"
+  return [f"{field}: {saved.get(field, missing)!r} -> {new.get(field, missing)!r}"
+          for field in sorted(set(saved) | set(new))
+          if field not in RESUMABLE_FIELDS and saved.get(field, missing) != new.get(field, missing)]
 
 
 class Workdir:
@@ -28,6 +66,10 @@ class Workdir:
   @property
   def checkpoints(self) -> str:
     return os.path.join(self.path, "checkpoints")
+
+  @property
+  def lock_file(self) -> str:
+    return os.path.join(self.path, "lock")
 
   @property
   def tensorboard(self) -> str:
@@ -56,17 +98,54 @@ class Workdir:
         raise ValueError(f"{self.config_file}:{error.lineno}: not valid JSON "
                          f"({error.msg})") from None
 
+  def check_config_matches(self, config: ml_collections.ConfigDict) -> None:
+    """Refuses a config that differs from the workdir's in a field outside `RESUMABLE_FIELDS`,
+    with one line per differing field."""
+    if not os.path.exists(self.config_file):
+      return
+    differences = config_differences(self.read_config().to_dict(),
+                                     json.loads(config.to_json_best_effort()))
+    if differences:
+      raise ValueError(f"{self.path} holds a run of another config ({self.config_file}); pass "
+                       "a new --workdir or these fields as they were (saved -> now):\n  "
+                       + "\n  ".join(differences))
+
   def write_config(self, config: ml_collections.ConfigDict) -> None:
-    """Saves `config`; a workdir that holds a run of another config is an error, not overwritten."""
-    config_json = config.to_json_best_effort(indent=2)
-    if (os.path.exists(self.config_file)
-        and self.read_config().to_dict() != json.loads(config_json)):
-      raise ValueError(f"{self.path} holds a run of another config ({self.config_file}); pass a "
-                       "new --workdir")
+    """Saves `config` whole (a crash mid-write leaves the previous file)."""
     os.makedirs(self.path, exist_ok=True)
-    with open(self.config_file, "w") as file:
-      file.write(config_json)
+    partial = f"{self.config_file}.partial"
+    with open(partial, "w") as file:
+      file.write(config.to_json_best_effort(indent=2))
+    os.replace(partial, self.config_file)
+
+  @contextlib.contextmanager
+  def lock(self) -> Iterator[None]:
+    """Holds the workdir's lock file while the block runs; another live process holding it is a
+    `WorkdirInUseError`. The lock is an flock, which the system releases when its process dies,
+    so a killed run's stale lock file is simply taken over."""
+    os.makedirs(self.path, exist_ok=True)
+    with open(self.lock_file, "a+") as file:
+      try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        file.seek(0)
+        raise WorkdirInUseError(f"{self.path} is in use by {file.read().strip() or 'a process'} "
+                                f"({self.lock_file}); wait for it or pass another --workdir"
+                                ) from None
+      file.truncate(0)
+      file.write(f"process {os.getpid()} on {socket.gethostname()}")
+      file.flush()
+      try:
+        yield
+      finally:
+        fcntl.flock(file, fcntl.LOCK_UN)
 
   def write_final_metrics(self, metrics: Mapping[str, Any]) -> None:
+    """Writes `metrics` as strict JSON (a non-finite number is an error: JSON has none)."""
+    text = json.dumps(metrics, indent=2, allow_nan=False)
     with open(self.final_metrics_file, "w") as file:
-      json.dump(metrics, file, indent=2)
+      file.write(text)
+
+  def read_final_metrics(self) -> Dict[str, Any]:
+    with open(self.final_metrics_file) as file:
+      return json.load(file)

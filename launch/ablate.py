@@ -18,14 +18,13 @@ import time
 import jax
 import ml_collections
 from absl import app, flags
-from ml_collections import config_flags
 
 from flaxflow import analysis, models, optimization
 from launch import research, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "ablation_digits.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Ablation config file.")
+_CONFIG = runs.define_config_flag(_DEFAULT_CONFIG, "Ablation config file.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run, by folder name (default: all six).")
 ROW_FILE = "ablation_row.json"
 
@@ -72,7 +71,7 @@ def settings_line(config: ml_collections.ConfigDict) -> str:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config, workdir = _CONFIG.value, os.path.abspath(research.WORKDIR.value)
+  config, workdir = runs.config_from_flag(_CONFIG), os.path.abspath(research.WORKDIR.value)
   runs.start_devices()
   rows = analysis.ablation_rows(config.model, config.svd_rank, _ROWS.value or ())
   train, info = research.split_examples(config, "train")
@@ -93,4 +92,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

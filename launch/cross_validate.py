@@ -15,14 +15,13 @@ import os
 import jax
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
 from flaxflow import analysis, models
 from launch import research, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "digits_classifier.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.")
+_CONFIG = runs.define_config_flag(_DEFAULT_CONFIG, "Training config file.")
 _FOLDS = flags.DEFINE_integer("folds", 10, "Number of folds.")
 _FOLD_SEED = flags.DEFINE_integer("fold_seed", 0, "Seed of the fold assignment.")
 
@@ -37,7 +36,7 @@ def pooled_examples(config) -> tuple:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config, workdir = _CONFIG.value, os.path.abspath(research.WORKDIR.value)
+  config, workdir = runs.config_from_flag(_CONFIG), os.path.abspath(research.WORKDIR.value)
   runs.start_devices()
   model = models.create(config.model)
   if not model.is_class_conditional:
@@ -79,4 +78,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

@@ -7,10 +7,10 @@ images), and for class-conditional models the recognition accuracy with a confus
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-from flaxflow import analysis
-from launch import research
+from flaxflow import analysis, optimization
+from launch import research, runs
 
 _RUN = research.define_run_flags()
 
@@ -36,6 +36,9 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   run, split, batches, info = research.start_on_split(_RUN, _SPLIT)
+  if not bool(optimization.tree_is_finite(run.variables)):
+    logging.warning("the parameters of step %d in %s are not all finite: the metrics below are "
+                    "meaningless", run.step, research.WORKDIR.value)
   report = analysis.evaluate(run.model, run.variables, batches(), n_bits=run.config.n_bits,
                              class_names=info.class_names, rng=jax.random.PRNGKey(_SEED.value))
   report = {"workdir": research.WORKDIR.value, "step": run.step, "dataset": run.config.dataset,
@@ -53,4 +56,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

@@ -1,18 +1,30 @@
-"""What every entry point shares: the device flags and start-up, and training into a workdir."""
+"""What every entry point shares: the device flags and start-up, the config flag, one-line user
+errors with documented exit codes, and training into a workdir.
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+Exit codes of the entry points (`run_main`): 0 done; 1 an unexpected failure (with a traceback) or
+a full disk; 2 a user error (flag, config, path, platform, a workdir of another config or in use by
+another process), printed as one line; 3 training diverged (`flaxflow.loop.NonFiniteError`);
+75 (EX_TEMPFAIL) stopped by SIGTERM after saving a checkpoint: rerun the same command to resume.
+"""
+
+import contextlib
+import errno
+import os
+import sys
+from typing import Any, Callable, Iterable, NoReturn, Optional, Sequence
 
 import jax
 import ml_collections
-from absl import flags, logging
+from absl import app, flags, logging
 from clu import metric_writers
+from ml_collections import config_flags
 
 from data import pipeline
 from flaxflow import checkpointing, loop, models, parallel
 from launch import host_memory
 from flaxflow.models.capabilities import check_model_matches_data
-from flaxflow.tasks.flow import FlowTask
-from flaxflow.workdir import Workdir
+from flaxflow.tasks import flow as flow_task
+from flaxflow.workdir import Workdir, WorkdirInUseError
 
 ACCELERATOR = flags.DEFINE_enum("accelerator", None, list(parallel.ACCELERATORS),
                                 "Platform to run on (default: JAX's choice).")
@@ -20,6 +32,92 @@ COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS).")
 NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
+
+
+EXIT_UNEXPECTED = 1
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75
+# Errors whose message says all a user needs: printed as one line, the traceback only at -v 1.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError, WorkdirInUseError, parallel.PlatformError)
+
+
+def exit_with_message(code: int, message: str) -> NoReturn:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def _config_file_in(argv: Sequence[str]) -> Optional[str]:
+  """The file of the last `--config=FILE[:ARG]` in `argv`, if any."""
+  paths = [arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")]
+  return paths[-1].split(":")[0] if paths else None
+
+
+def _config_file_error(path: str, error: BaseException) -> str:
+  if not os.path.isfile(path):
+    return f"--config={path}: no such file"
+  return f"--config={path}: {error.__cause__ or error}"
+
+
+def define_config_flag(default_file: str, help_text: str) -> flags.FlagHolder:
+  """`--config=FILE[:ARG]` with `--config.<field>=<value>` overrides. ml_collections applies the
+  overrides as the flag is defined; a failure then (a field the config lacks, a config file that
+  does not load) ends the program with one line."""
+  try:
+    return config_flags.DEFINE_config_file("config", default_file, help_text)
+  except (KeyError, AttributeError) as error:
+    field = str(error).strip("\"'")
+    overrides = [arg.split("=")[0] for arg in sys.argv[1:] if arg.startswith("--config.")]
+    named = [flag for flag in overrides if flag.split(".")[-1] == field] or overrides
+    exit_with_message(EXIT_USER_ERROR, f"{' '.join(named)}: the config has no field {field!r}")
+  except OSError as error:
+    exit_with_message(EXIT_USER_ERROR,
+                      _config_file_error(_config_file_in(sys.argv) or default_file, error))
+
+
+def config_from_flag(config_flag: flags.FlagHolder) -> ml_collections.ConfigDict:
+  """The loaded config, or a one-line error naming the config file that failed to load."""
+  path = config_flags.get_config_filename(flags.FLAGS[config_flag.name]).split(":")[0]
+  try:
+    config = config_flag.value
+    config.keys()  # ml_collections defers a load failure to the config's first use.
+    return config
+  except OSError as error:
+    raise ValueError(_config_file_error(path, error)) from error
+
+
+def _exit_on_known_errors(main: Callable[[Sequence[str]], None], argv: Sequence[str]) -> None:
+  try:
+    main(argv)
+  except app.UsageError:
+    raise  # absl prints it with the usage.
+  except loop.NonFiniteError as error:
+    exit_with_message(EXIT_DIVERGED, str(error))
+  except USER_ERRORS as error:
+    logging.debug("the error's traceback", exc_info=True)
+    exit_with_message(EXIT_USER_ERROR, str(error))
+  except OSError as error:
+    if error.errno != errno.ENOSPC:
+      raise
+    exit_with_message(EXIT_UNEXPECTED, f"disk full: {error}")
+
+
+def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
+  """absl's flag parsing, where a config file that fails to load (with overrides, ml_collections
+  loads it here) is one line."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except OSError as error:
+    path = _config_file_in(argv)
+    if path is None:
+      raise
+    exit_with_message(EXIT_USER_ERROR, _config_file_error(path, error))
+
+
+def run_main(main: Callable[[Sequence[str]], None]) -> None:
+  """`absl.app.run(main)` with the exit codes and one-line errors of this module's docstring."""
+  app.run(lambda argv: _exit_on_known_errors(main, argv), flags_parser=_parse_flags)
 
 
 def start_devices() -> None:
@@ -46,24 +144,34 @@ def create_writer(workdir: Workdir) -> metric_writers.MetricWriter:
   return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir.tensorboard))
 
 
+def check_training_config(config: ml_collections.ConfigDict) -> None:
+  """Every field the loop and the flow task read, checked before any data is loaded."""
+  loop.check_config(config)
+  flow_task.check_config(config)
+
+
 def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, train_set: Any,
                        *, image_shape: Sequence[int], class_names: Sequence[str],
                        eval_batches: Optional[Callable[[], Iterable[dict]]] = None
                        ) -> loop.TrainResult:
   """Trains `config.model` on the `tf.data` examples `train_set` into `workdir` (config.json,
   checkpoints, samples, TensorBoard, final metrics), resuming a run of the same config left
-  there."""
+  there. Every config field is checked, and the workdir locked and its config compared, before
+  anything in it is written."""
   model = models.create(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
-  if parallel.is_primary():
-    workdir.write_config(config)
+  check_training_config(config)
   mesh = parallel.make_mesh()
-  train_iterator = pipeline.TrainIterator(train_set, global_batch_size=config.batch_size,
-                                          sharding=parallel.batch_sharding(mesh), seed=config.seed)
-  task = FlowTask(config, model, mesh, class_names, eval_batches)
-  writer = create_writer(workdir)
-  try:
-    return loop.train(task, config, train_iterator=train_iterator, workdir=workdir, writer=writer,
-                      mesh=mesh)
-  finally:
-    writer.close()
+  flow_task.check_eval_batch_size(config, mesh)
+  task = flow_task.FlowTask(config, model, mesh, class_names, eval_batches)
+  with workdir.lock() if parallel.is_primary() else contextlib.nullcontext():
+    workdir.check_config_matches(config)
+    train_iterator = pipeline.TrainIterator(train_set, global_batch_size=config.batch_size,
+                                            sharding=parallel.batch_sharding(mesh),
+                                            seed=config.seed)
+    writer = create_writer(workdir)
+    try:
+      return loop.train(task, config, train_iterator=train_iterator, workdir=workdir,
+                        writer=writer, mesh=mesh)
+    finally:
+      writer.close()

@@ -3,13 +3,12 @@
 Without --config it trains the small class-conditional BPLF of launch/configs/default.py on 32x32
 synthetic faces (digits: --config=launch/configs/digits_bplf.py). Any config field can be
 overridden, e.g. `--config.num_steps=200`. Rerunning the same command resumes from the latest
-checkpoint in --workdir.
+checkpoint in --workdir. Exit codes: `launch.runs`.
 """
 
 import os
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from data import datasets, pipeline
 from flaxflow.workdir import Workdir
@@ -18,7 +17,7 @@ from launch import runs
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "default.py")
 
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Training config file.")
+_CONFIG = runs.define_config_flag(_DEFAULT_CONFIG, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and samples go here.",
                                required=True)
 
@@ -26,7 +25,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs a
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = _CONFIG.value
+  config = runs.config_from_flag(_CONFIG)
+  runs.check_training_config(config)
   runs.start_devices()
   train_set, info = datasets.load(config.dataset, "train", config.data_dir)
   eval_set, _ = datasets.load(config.dataset, config.eval_split, config.data_dir)
@@ -34,10 +34,13 @@ def main(argv) -> None:
       config, Workdir(_WORKDIR.value), train_set, image_shape=info.image_shape,
       class_names=info.class_names,
       eval_batches=lambda: pipeline.eval_batches(eval_set, batch_size=config.eval_batch_size))
+  if result.stopped_early:
+    runs.exit_with_message(runs.EXIT_PREEMPTED, "preempted (SIGTERM) after saving a checkpoint; "
+                           "rerun the same command to resume")
   if result.eval_metrics:
     logging.info("final %s %s bits/dim: %.4f", config.dataset, config.eval_split,
                  result.eval_metrics["bits_per_dim"])
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

@@ -94,3 +94,28 @@ def test_sigterm_requests_a_stop_and_the_handler_is_restored(tmp_path):
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop_request.should_stop(manager, 2)
   assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_unused_path_never_overwrites_an_earlier_copy(tmp_path):
+  path = str(tmp_path / "unreadable_8")
+  assert checkpointing._unused_path(path) == path
+  os.mkdir(path)
+  os.mkdir(f"{path}.1")
+  assert checkpointing._unused_path(path) == f"{path}.2"
+
+
+def _raise_unraisable_in(filename):
+  """Drops an object whose finaliser raises from code compiled as `filename`: Python passes
+  that error to `sys.unraisablehook`."""
+  namespace = {}
+  exec(compile("class Finalised:\n  def __del__(self):\n    raise ValueError('an echo of the "
+               "reported error')\n", filename, "exec"), namespace)
+  namespace["Finalised"]()
+
+
+def test_orbax_shutdown_noise_is_dropped_and_other_unraisable_errors_kept(capsys, monkeypatch):
+  monkeypatch.setattr(sys, "unraisablehook", checkpointing._drop_orbax_unraisable)
+  _raise_unraisable_in("/venv/orbax/serialization.py")
+  assert capsys.readouterr().err == ""
+  _raise_unraisable_in("/elsewhere/module.py")
+  assert "an echo of the reported error" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from flaxflow import models
+from launch import runs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "launch", "configs")
@@ -97,8 +98,46 @@ def test_emotion_set_config_takes_the_image_size():
 def test_missing_accelerator_is_a_clear_error(tmp_path):
   process = launch(tmp_path / "run", "--accelerator=tpu")
   process.wait(timeout=300)
-  assert process.returncode != 0
-  assert "--accelerator=tpu: JAX found no tpu devices" in output(tmp_path / "run")
+  log = output(tmp_path / "run")
+  assert process.returncode == 2 and "Traceback" not in log
+  assert log.rstrip().splitlines()[-1].startswith("error: --accelerator=tpu: JAX found no tpu "
+                                                  "devices")
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.foo=1", "error: --config.foo: the config has no field 'foo'"),
+    ("--config.keep_checkpoints=0", "error: --config.keep_checkpoints=0: expected a positive integer"),
+    ("--config.optimizer.learning_rate=nan",
+     "error: --config.optimizer.learning_rate=nan: expected a finite number > 0"),
+    ("--config.log_every=0", "error: --config.log_every=0: expected a positive integer"),
+    ("--config=launch/configs/missing.py", "error: --config=launch/configs/missing.py: no such file"),
+])
+def test_a_user_error_is_one_line_and_exit_code_2_before_the_workdir_is_touched(tmp_path, flag,
+                                                                               message):
+  # A config file takes the place of TINY's; an override comes after TINY's, which it replaces.
+  flags = ([flag if option.startswith("--config=") else option for option in TINY]
+           if flag.startswith("--config=") else [*TINY, flag])
+  process = launch(tmp_path / "run", *flags)
+  process.wait(timeout=300)
+  log = output(tmp_path / "run")
+  assert process.returncode == runs.EXIT_USER_ERROR == 2, log[-3000:]
+  assert log.rstrip().splitlines()[-1] == message and "Traceback" not in log
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_rerun_with_another_model_config_is_refused_and_config_json_kept(tmp_path):
+  workdir = tmp_path / "run"
+  finish(launch(workdir, *TINY, "--config.num_steps=2", "--config.checkpoint_every=2"), workdir)
+  before = (workdir / "config.json").read_text()
+  process = launch(workdir, *TINY, "--config.num_steps=4", "--config.model.width=16",
+                   "--config.seed=3")
+  process.wait(timeout=300)
+  lines = output(workdir).rstrip().splitlines()
+  assert process.returncode == 2
+  assert "holds a run of another config" in lines[-3]
+  assert lines[-2:] == ["  model.width: 8 -> 16", "  seed: 0 -> 3"]
+  assert (workdir / "config.json").read_text() == before and checkpoint_steps(workdir) == [2]
 
 
 @pytest.mark.slow
@@ -138,15 +177,19 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_with_the_preempted_code(tmp_path):
   workdir = tmp_path / "run"
   process = launch(workdir, *TINY, "--config.num_steps=100000", "--config.checkpoint_every=1000")
   wait_for(lambda: "step 3/100000" in output(workdir), process, workdir)
   process.send_signal(signal.SIGTERM)
-  log = finish(process, workdir, timeout=120)
-  assert "stop requested: saved the checkpoint of step" in log
+  process.wait(timeout=120)
+  log = output(workdir)
+  assert process.returncode == runs.EXIT_PREEMPTED == 75, log[-3000:]
+  assert log.rstrip().endswith("error: preempted (SIGTERM) after saving a checkpoint; rerun the "
+                               "same command to resume")
   steps = checkpoint_steps(workdir)
   assert len(steps) == 1 and 3 <= steps[0] < 1000
+  assert f"the last checkpoint is of step {steps[0]}" in log
   assert not (workdir / "final_metrics.json").exists()
 
 
@@ -180,3 +223,31 @@ def test_default_config_trains_on_synthetic_faces_of_the_given_size():
   assert config.dataset == "synthetic_faces/48" and tuple(config.model.image_shape) == (48, 48, 1)
   with pytest.raises(ValueError, match="default.py:64"):
     load_config(path, "64")
+
+
+def _raise(error):
+  def main(argv):
+    raise error
+  return main
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (ValueError("--config.x=0: expected a positive integer"), 2,
+     "error: --config.x=0: expected a positive integer"),
+    (FileNotFoundError("no such file"), 2, "error: no such file"),
+    (runs.WorkdirInUseError("W is in use by process 7"), 2, "error: W is in use by process 7"),
+    (runs.loop.NonFiniteError("the updates at steps 3..5 were skipped"), 3,
+     "error: the updates at steps 3..5 were skipped"),
+    (OSError(28, "No space left on device"), 1,
+     "error: disk full: [Errno 28] No space left on device"),
+])
+def test_known_errors_exit_with_their_code_and_one_line(capsys, error, code, message):
+  with pytest.raises(SystemExit) as exit_info:
+    runs._exit_on_known_errors(_raise(error), ["train"])
+  assert exit_info.value.code == code
+  assert capsys.readouterr().err == message + "\n"
+
+
+def test_an_unexpected_error_keeps_its_traceback():
+  with pytest.raises(OSError, match="Input/output error"):
+    runs._exit_on_known_errors(_raise(OSError(5, "Input/output error")), ["train"])

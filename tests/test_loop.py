@@ -3,6 +3,8 @@ network and extra state (a history of generated points), trains through `flaxflo
 with resume and per-optimizer non-finite skipping, and no flow code."""
 
 
+import json
+
 import flax
 import flax.linen as nn
 import jax
@@ -173,3 +175,47 @@ def test_too_many_skips_in_a_row_stop_the_run(tmp_path):
     assert "max_consecutive_nonfinite=3" in str(error)
   else:
     raise AssertionError("the run did not stop")
+
+
+class ToyWithNanEvaluation(AdversarialToy):
+  def final_evaluation(self, state, workdir, writer):
+    return {"loss": float("nan")}
+
+
+def test_non_finite_final_metrics_are_strict_json_null_and_an_error(tmp_path):
+  mesh = parallel.make_mesh()
+  config = toy_config(num_steps=4)
+  iterator = ArrayIterator(real_points(), np.zeros(64, np.int32), global_batch_size=8,
+                           sharding=parallel.batch_sharding(mesh))
+  try:
+    loop.train(ToyWithNanEvaluation(learning_rate=0.05), config, train_iterator=iterator,
+               workdir=Workdir(str(tmp_path)), writer=RecordingWriter(), mesh=mesh)
+  except loop.NonFiniteError as error:
+    assert "eval/loss are not finite" in str(error)
+  else:
+    raise AssertionError("non-finite final metrics passed")
+  text = (tmp_path / "final_metrics.json").read_text()
+  assert json.loads(text, parse_constant=lambda name: 1 / 0)["eval"] == {"loss": None}
+
+
+def test_a_rerun_of_a_finished_run_keeps_its_final_metrics(tmp_path):
+  run(tmp_path, toy_config(num_steps=4), real_points())
+  before = (tmp_path / "final_metrics.json").read_text()
+  assert json.loads(before)["train"]
+  result, writer = run(tmp_path, toy_config(num_steps=4), real_points())
+  assert int(result.state.step) == 4 and not writer.scalars
+  assert (tmp_path / "final_metrics.json").read_text() == before
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  full, _ = run(tmp_path / "full", toy_config(), real_points())
+  run(tmp_path / "parts", toy_config(num_steps=8), real_points())
+  latest = tmp_path / "parts" / "checkpoints" / "8"
+  largest = max((path for path in latest.rglob("*") if path.is_file()),
+                key=lambda path: path.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:largest.stat().st_size // 2])
+  resumed, writer = run(tmp_path / "parts", toy_config(), real_points())
+  assert min(writer.scalars) == 5  # Resumed from step 4.
+  jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
+  assert sorted(path.name for path in latest.parent.iterdir()) == ["12", "4", "8",
+                                                                  "unreadable_8"]

@@ -104,7 +104,8 @@ _WORKER = textwrap.dedent("""
     images = np.clip(40 + 60 * labels[:, None, None, None] + rng.normal(0, 30, (64, 8, 8, 1)),
                      0, 255).astype(np.uint8)
     config = ml_collections.ConfigDict(dict(
-        seed=0, n_bits=5, batch_size=GLOBAL_BATCH, num_steps=5, class_loss_weight=0.3,
+        seed=0, n_bits=5, batch_size=GLOBAL_BATCH, eval_batch_size=GLOBAL_BATCH, num_steps=5,
+        class_loss_weight=0.3,
         ema_decay=0.9, optimizer=dict(name="adamax", learning_rate=1e-2, warmup_steps=2,
                                       schedule="constant", grad_clip_norm=50.0, b1=0.9,
                                       b2=0.999, eps=1e-8),

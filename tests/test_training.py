@@ -4,11 +4,13 @@ held-out metrics, samples, and whole runs."""
 import functools
 import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from flaxflow import analysis, checkpointing, loop, models, objectives, optimization, parallel
@@ -37,7 +39,8 @@ def toy_dataset(num_examples=96, num_classes=3, seed=0):
 
 def toy_config(**overrides):
   config = ml_collections.ConfigDict(dict(
-      seed=0, n_bits=8, batch_size=16, num_steps=12, class_loss_weight=0.3, ema_decay=0.0,
+      seed=0, n_bits=8, batch_size=16, eval_batch_size=16, num_steps=12, class_loss_weight=0.3,
+      ema_decay=0.0,
       optimizer=dict(name="adam", learning_rate=0.05, warmup_steps=2, schedule="constant",
                      grad_clip_norm=10.0, b1=0.9, b2=0.999, eps=1e-8),
       log_every=1, checkpoint_every=4, keep_checkpoints=3, sample_every=0, samples_per_class=2,
@@ -244,14 +247,76 @@ def test_train_loop_writes_checkpoints_samples_metrics_and_resumes_where_it_stop
   assert resumed.eval_metrics == result.eval_metrics
 
 
-def test_huge_learning_rate_stops_the_run_with_a_clear_message(tmp_path):
-  config = toy_config(**{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0,
-                         "optimizer.grad_clip_norm": 0.0}, max_consecutive_nonfinite=3,
-                      num_steps=40)
-  with pytest.raises(loop.NonFiniteError, match="max_consecutive_nonfinite=3"):
-    run_toy(tmp_path, config)
+def test_an_update_that_would_make_the_parameters_non_finite_is_skipped():
+  params = {"w": jnp.ones(3)}
+  optimizer = optax.sgd(float("nan"))  # Loss and gradient finite, the update NaN.
+  grads = {"w": jnp.full(3, 0.5)}
+  kept, opt_state, skips, metrics = optimization.apply_if_finite(
+      optimizer, params, optimizer.init(params), grads, jnp.float32(1.0),
+      optimization.SkipCount.zero())
+  assert int(metrics["skipped"]) == 1 and int(skips.consecutive) == 1
+  np.testing.assert_array_equal(kept["w"], params["w"])
+  updated, _, skips, metrics = optimization.apply_if_finite(
+      optax.sgd(1.0), params, opt_state, grads, jnp.float32(1.0), skips)
+  assert int(metrics["skipped"]) == 0 and int(skips.consecutive) == 0
+  np.testing.assert_allclose(updated["w"], 0.5)
+
+
+def _all_finite(tree):
+  return all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)
+             if np.issubdtype(np.asarray(leaf).dtype, np.inexact))
+
+
+@pytest.mark.slow
+def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_sane_rerun_finishes(tmp_path):
+  sane = {"optimizer.warmup_steps": 0}
+  run_toy(tmp_path, toy_config(num_steps=4, **sane))
+  diverging = toy_config(num_steps=40, max_consecutive_nonfinite=3,
+                         **{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0})
+  with pytest.raises(loop.NonFiniteError, match=r"max_consecutive_nonfinite=3.*the last "
+                     r"checkpoint, of step 4 in .*checkpoints, was saved before them"):
+    run_toy(tmp_path, diverging)
   manager = checkpointing.create_manager(str(tmp_path / "checkpoints"), save_interval_steps=4)
+  assert manager.all_steps() == [4]  # Steps 8, ... came during the skipped streak.
   replicated = parallel.replicated_sharding(parallel.make_mesh())
-  abstract_state = checkpointing.abstract_state(lambda: _fresh_state(config)[3], replicated)
+  abstract_state = checkpointing.abstract_state(lambda: _fresh_state(diverging)[3], replicated)
   state, _ = checkpointing.restore(manager, abstract_state)
-  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
+  manager.close()
+  assert _all_finite(state) and int(state.skips.consecutive) == 0
+  resumed, _ = run_toy(tmp_path, toy_config(num_steps=12, **sane))
+  assert int(resumed.state.step) == 12 and _all_finite(resumed.state.params)
+  assert np.isfinite(resumed.eval_metrics["bits_per_dim"])
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("optimizer.learning_rate", float("nan"), "a finite number > 0"),
+    ("optimizer.learning_rate", float("inf"), "a finite number > 0"),
+    ("optimizer.learning_rate", 0.0, "a finite number > 0"),
+    ("optimizer.warmup_steps", -1, "an integer >= 0"),
+    ("keep_checkpoints", 0, "a positive integer"),
+    ("log_every", 0, "a positive integer"),
+    ("checkpoint_every", 0, "a positive integer"),
+    ("num_steps", -5, "a positive integer"),
+    ("max_consecutive_nonfinite", 0, "a positive integer"),
+    ("sample_every", -1, "an integer >= 0"),
+    ("eval_batch_size", 0, "a positive integer"),
+    ("ema_decay", 1.0, r"a number in \[0, 1\)"),
+])
+def test_bad_numbers_are_refused_up_front_with_the_field_name(tmp_path, field, value, expected):
+  config = toy_config(**{field: value})
+  with pytest.raises(ValueError, match=rf"^--config\.{field}={value!r}: expected {expected}"):
+    run_toy(tmp_path, config)
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_keep_checkpoints_none_keeps_every_checkpoint(tmp_path):
+  run_toy(tmp_path, toy_config(keep_checkpoints=None))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["12", "4", "8"]
+
+
+def test_an_eval_batch_that_the_devices_cannot_share_is_refused():
+  four_devices = types.SimpleNamespace(size=4)  # Only the mesh's size matters here.
+  flow.check_eval_batch_size(toy_config(eval_batch_size=8), four_devices)
+  with pytest.raises(ValueError, match=r"^--config.eval_batch_size=6: expected a multiple of the "
+                     r"4 devices of each process$"):
+    flow.check_eval_batch_size(toy_config(eval_batch_size=6), four_devices)

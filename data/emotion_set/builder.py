@@ -13,9 +13,12 @@ interrupted build leaves nothing that loads.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
+import shutil
 
 import tensorflow_datasets as tfds
+from absl import logging
 
 from data import features
 from data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
@@ -108,6 +111,19 @@ class EmotionSet(tfds.core.GeneratorBasedBuilder):
                           "subject": example.subject, "source": example.source}
 
 
+def remove_stale_incomplete_builds(version_dir: str) -> list[str]:
+  """Removes the `incomplete.<suffix>_<version>` folders that TFDS left next to `version_dir` when
+  a build of it was killed (TFDS removes its own only on a clean exit); returns their paths.
+  Two builds of one config into one data_dir at once are not supported."""
+  parent, version = os.path.split(os.path.normpath(version_dir))
+  pattern = os.path.join(glob.escape(parent), f"incomplete.*_{glob.escape(version)}")
+  stale = sorted(glob.glob(pattern))
+  for path in stale:
+    logging.warning("removing %s, left by a build that was killed", path)
+    shutil.rmtree(path)
+  return stale
+
+
 def build(manual_dir: str, data_dir: str | None = None, configs=("48", "64"), *,
           skip_bad_records: bool = False, overwrite: bool = False) -> list[EmotionSet]:
   """Builds the EmotionSet `configs` from `manual_dir` into `data_dir` (TFDS's default if None).
@@ -121,6 +137,7 @@ def build(manual_dir: str, data_dir: str | None = None, configs=("48", "64"), *,
   builders = []
   for config in configs:
     builder = EmotionSet(config=config, data_dir=data_dir, skip_bad_records=skip_bad_records)
+    remove_stale_incomplete_builds(builder.data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=manual_dir, download_mode=mode))
     builders.append(builder)

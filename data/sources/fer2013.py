@@ -31,20 +31,39 @@ def read(root: pathlib.Path) -> records.Items:
   if not path.is_file():
     yield records.Problem(str(path), f"missing; expected the Kaggle {FILE_NAME} here")
     return
-  with open(path, newline="") as file:
+  # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name.
+  # A byte that is not UTF-8 becomes a lone surrogate, which `_parse_row` reports with its line.
+  with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as file:
     rows = csv.reader(file)
-    header = [name.strip() for name in next(rows, [])]
-    missing = [name for name in COLUMNS if name not in header]
-    if missing:
-      yield records.Problem(str(path), f"header lacks the column(s) {', '.join(missing)}", 1)
-      return
-    column = {name: header.index(name) for name in COLUMNS}
-    for row in rows:
-      if row:
-        yield _parse_row(row, column, len(header), str(path), rows.line_num)
+    rows_end = 0  # The last line of the rows read so far: the next row begins after it.
+    try:
+      header = [name.strip() for name in next(rows, [])]
+      missing = [name for name in COLUMNS if name not in header]
+      if missing:
+        yield records.Problem(str(path), f"header lacks the column(s) {', '.join(missing)}", 1)
+        return
+      column = {name: header.index(name) for name in COLUMNS}
+      rows_end = rows.line_num
+      for row in rows:
+        if row:
+          yield _parse_row(row, column, len(header), str(path), rows.line_num)
+        rows_end = rows.line_num
+    # E.g. an unterminated quote that swallows the lines after it: the rest cannot be read.
+    except csv.Error as error:
+      yield records.Problem(str(path), f"not valid CSV from here on ({error})", rows_end + 1)
+
+
+def _is_utf8(row: list[str]) -> bool:
+  try:
+    "".join(row).encode("utf-8")
+  except UnicodeEncodeError:
+    return False
+  return True
 
 
 def _parse_row(row, column, num_columns, path, line) -> records.Item:
+  if not _is_utf8(row):
+    return records.Problem(path, "holds bytes that are not UTF-8 text", line)
   if len(row) != num_columns:
     return records.Problem(path, f"expected {num_columns} fields, found {len(row)}", line)
   code = row[column["emotion"]].strip()

@@ -30,6 +30,17 @@ def read(root: pathlib.Path, source: str) -> records.Items:
     elif records.LABEL_ALIASES[name] is not None:
       for path in records.image_files(label_dir):
         yield _read_file(path, records.LABEL_ALIASES[name], source)
+      for path in _images_in_subfolders(label_dir):
+        yield records.Problem(str(path), f"image in a subfolder of {label_dir.name}/, which is not "
+                              f"read; move it into {label_dir.name}/")
+
+
+def _images_in_subfolders(directory: pathlib.Path) -> list[pathlib.Path]:
+  return [path for subfolder in sorted(directory.iterdir())
+          if subfolder.is_dir() and not subfolder.name.startswith(".")
+          for path in sorted(subfolder.rglob("*"))
+          if path.is_file() and not path.name.startswith(".")
+          and path.suffix.lower() in records.IMAGE_SUFFIXES]
 
 
 def _read_file(path: pathlib.Path, label: str, source: str) -> records.Item:

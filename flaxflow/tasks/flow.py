@@ -20,7 +20,8 @@ import optax
 from absl import logging
 from clu import periodic_actions
 
-from flaxflow import checkpointing, images, loop, models, objectives, optimization, parallel
+from flaxflow import (checkpointing, config_checks, images, loop, models, objectives, optimization,
+                      parallel)
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation, generation
 from flaxflow.workdir import Workdir
@@ -97,6 +98,23 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   return state, metrics
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The flow task's fields (the loop checks its own, `flaxflow.loop.check_config`)."""
+  config_checks.positive_int(config, "eval_batch_size", "samples_per_class")
+  config_checks.non_negative_int(config, "sample_every", "eval_every",
+                                 meaning_of_zero="only at the end")
+  config_checks.in_interval(config, "n_bits", 1, 9)
+  config_checks.in_interval(config, "ema_decay", 0, 1)
+  config_checks.positive_finite(config, "sample_temperature")
+
+
+def check_eval_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
+  """Held-out batches are split over the devices: found before training, not after it."""
+  if config.eval_batch_size * jax.process_count() % mesh.size:
+    raise ValueError(f"--config.eval_batch_size={config.eval_batch_size}: expected a multiple of "
+                     f"the {mesh.size // jax.process_count()} devices of each process")
+
+
 class FlowTask:
   """A flow model trained on {"image": uint8, "label": int32} batches by maximum likelihood.
 
@@ -108,6 +126,7 @@ class FlowTask:
   def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, mesh: jax.sharding.Mesh,
                class_names: Sequence[str] = (),
                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None):
+    check_config(config)
     self.config, self.model, self.mesh = config, model, mesh
     self.class_names, self.eval_batches = list(class_names), eval_batches
     self.optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)

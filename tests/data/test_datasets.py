@@ -1,6 +1,7 @@
 """`load`: one element format for digits, mnist, cifar10 and emotion_set, and clear errors."""
 
 import collections
+import re
 
 import numpy as np
 import pytest
@@ -82,12 +83,21 @@ class TestArchives:
     assert len(examples) == 4 and {ex["subject"] for ex in examples} == {b""}
     assert info.name == name and info.image_shape == shape and len(info.class_names) == 10
 
-  def test_tfds_is_asked_not_to_download_when_told(self, tmp_path, monkeypatch):
+  def test_tfds_is_asked_not_to_download_when_told(self, monkeypatch):
     calls = []
     monkeypatch.setattr(tfds, "load", lambda *args, **kwargs: calls.append(kwargs) or 1 / 0)
     with pytest.raises(ZeroDivisionError):
-      datasets.load("mnist", "test", data_dir=str(tmp_path), download=False)
-    assert calls[0]["download"] is False and calls[0]["data_dir"] == str(tmp_path)
+      datasets.load("mnist", "test", data_dir=None, download=False)
+    assert calls[0]["download"] is False and calls[0]["data_dir"] is None
+
+  @pytest.mark.parametrize("name, missing", [
+      ("mnist", "lacks the MNIST file(s) train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz"),
+      ("cifar10", "holds neither cifar-10-python.tar.gz")])
+  def test_offline_without_files_names_them_and_never_asks_tfds(self, tmp_path, monkeypatch, name,
+                                                                missing):
+    monkeypatch.setattr(tfds, "load", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
+      datasets.load(name, "test", data_dir=str(tmp_path / "wrong"), download=False)
 
 
 class TestEmotionSet:

@@ -1,6 +1,7 @@
 """EmotionSet built from tiny native-format fixtures: contents, splits, bad input, atomicity."""
 
 import collections
+import os
 
 import numpy as np
 import pytest
@@ -163,6 +164,17 @@ class TestBuild:
     assert not_loadable(tmp_path / "tfds", "48")
     monkeypatch.setattr(EmotionSet, "_generate_examples", generate)
     (builder,) = build(str(valid_manual_dir), str(tmp_path / "tfds"), ["48"])
+    assert sum(info.num_examples for info in builder.info.splits.values()) == 23
+
+  def test_a_killed_builds_incomplete_folder_is_removed_by_the_next_build(self, valid_manual_dir,
+                                                                          tmp_path):
+    version_dir = EmotionSet(config="48", data_dir=str(tmp_path / "tfds")).data_dir
+    stale = os.path.join(os.path.dirname(version_dir),
+                         f"incomplete.AB12CD_{os.path.basename(version_dir)}")
+    os.makedirs(os.path.join(stale, "leftover"))
+    (builder,) = build(str(valid_manual_dir), str(tmp_path / "tfds"), ["48"])
+    assert not os.path.exists(stale)
+    assert sorted(os.listdir(os.path.dirname(version_dir))) == [os.path.basename(version_dir)]
     assert sum(info.num_examples for info in builder.info.splits.values()) == 23
 
   def test_rebuild_only_when_asked(self, valid_manual_dir, tmp_path):

@@ -71,6 +71,34 @@ class TestFer2013:
     assert problem.path.endswith("elsewhere/fer2013.csv") and "missing" in problem.reason
 
 
+  def test_a_byte_order_mark_is_not_part_of_the_header(self, tmp_path):
+    path = write_fer2013(tmp_path, [fer2013_row(3, "Training")])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    (record,), problems = split_items(fer2013.read(path.parent))
+    assert problems == [] and record.label == "happy"
+
+  def test_a_latin1_byte_is_a_problem_of_its_line_only(self, tmp_path):
+    path = write_fer2013(tmp_path, [fer2013_row(3, "Training"), fer2013_row(2, "Training"),
+                                    fer2013_row(4, "Training")])
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"Training", b"Tr\xe9ining")
+    path.write_bytes(b"\n".join(lines))
+    found, problems = split_items(fer2013.read(path.parent))
+    assert [record.line for record in found] == [2, 4]
+    assert [str(problem) for problem in problems] == [
+        f"{path}:3: holds bytes that are not UTF-8 text"]
+
+  def test_an_unterminated_quote_is_a_problem_with_its_line(self, tmp_path):
+    # The open quote swallows the rows after it until the field exceeds the csv size limit.
+    path = write_fer2013(tmp_path, [fer2013_row(3, "Training"), '2,"1 2 3',
+                                    *[fer2013_row(0, "Training")] * 30])
+    found, problems = split_items(fer2013.read(path.parent))
+    assert [record.line for record in found] == [2]
+    (problem,) = problems
+    assert problem.path == str(path) and problem.line == 3
+    assert problem.reason.startswith("not valid CSV from here on (field larger than field limit")
+
+
 class TestCkPlus:
 
   def test_peak_frames_take_the_label_and_the_first_frame_is_neutral(self, tmp_path):
@@ -199,6 +227,15 @@ class TestFolders:
     assert sorted((r.label, r.subject, r.source) for r in found) == [
         ("anger", "kdef/P1", "kdef"), ("happy", "kdef/P1", "kdef"),
         ("surprise", "kdef/P2", "kdef")]
+
+  def test_images_in_nested_folders_are_reported_not_dropped(self, tmp_path):
+    write_image(tmp_path / "faces" / "happy" / "S001_a.png")
+    nested = tmp_path / "faces" / "happy" / "session2" / "deeper" / "S002_b.png"
+    write_image(nested)
+    found, problems = split_items(folders.read(tmp_path / "faces", "faces"))
+    assert [record.subject for record in found] == ["faces/S001"]
+    assert [str(problem) for problem in problems] == [
+        f"{nested}: image in a subfolder of happy/, which is not read; move it into happy/"]
 
   def test_layout_errors_are_reported(self, tmp_path):
     write_image(tmp_path / "loose_face.png")
