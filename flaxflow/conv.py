@@ -22,11 +22,15 @@ so the backward pass is again matrix products over batch and pixels, and forward
 (`jacfwd`) works as for any JAX function. On other backends (GPU, TPU) the native convolution
 runs: their kernels have none of XLA:CPU's weaknesses.
 
-The choice was measured (`python -m launch.benchmark --suite=conv`, results in
-launch/RESULTS.md): on a 2-core CPU the products beat `lax.conv_general_dilated` for every layer
-of the flows and GANs, inside a scan by 10-100x for square 3x3 kernels, and outside one by
-1.5-40x for strided and transposed layers; convolutions with kernel dilation or feature groups,
-which no model uses, keep lax's path.
+The choice was measured (`python -m launch.benchmark --suite=conv`; figures in launch/RESULTS.md,
+forward and backward of one layer on a 2-core CPU). Inside a `lax.scan` the products win by far
+for every layer: 18x for BPLF's square 3x3 (64->64 at 14x14), 29x for a 4x4 stride-2 and 19x for
+a 7x7 stride-2 convolution. Outside a loop they win 15x for the 4x4 stride-2 transposed
+convolution and tie on the 7x7 stem; only a strided convolution outside any loop runs 1.3-2x
+faster as lax's convolution, and there the products are still within 1.5x of torch.nn. A
+convolution cannot tell whether it is being traced inside a loop, so every covered convolution
+takes the path that is never the slow one. Kernel dilation and feature groups, which no model
+uses, keep lax's path.
 """
 
 from __future__ import annotations
