@@ -23,11 +23,11 @@ so the backward pass is again matrix products over batch and pixels, and forward
 runs: their kernels have none of XLA:CPU's weaknesses.
 
 The choice was measured (`python -m launch.benchmark --suite=conv`; figures in launch/RESULTS.md,
-forward and backward of one layer on a 2-core CPU). Inside a `lax.scan` the products win by far
-for every layer: 18x for BPLF's square 3x3 (64->64 at 14x14), 29x for a 4x4 stride-2 and 19x for
-a 7x7 stride-2 convolution. Outside a loop they win 15x for the 4x4 stride-2 transposed
-convolution and tie on the 7x7 stem; only a strided convolution outside any loop runs 1.3-2x
-faster as lax's convolution, and there the products are still within 1.5x of torch.nn. A
+forward and backward of one layer on a 2-core CPU). Inside a `lax.scan` the products win on
+every layer: 12-15x for BPLF's square 3x3, 16-40x for the GANs' strided and transposed layers,
+1.5-60x for the others. Outside a loop they win 13x for the 4x4 stride-2 transposed convolution
+and 1.3x for a 7x7 stem, while lax's convolution is 1.4-2.3x faster for square 64->64 3x3s and
+1.4-1.7x for strided layers; there the products are still within 1.5x of torch.nn. A
 convolution cannot tell whether it is being traced inside a loop, so every covered convolution
 takes the path that is never the slow one. Kernel dilation and feature groups, which no model
 uses, keep lax's path.
