@@ -130,7 +130,8 @@ def test_conv_suite_times_both_paths_in_and_out_of_a_scan(monkeypatch, tmp_path)
 
 def test_torch_peers_compute_what_flaxflow_computes():
   """The torch.nn convolutions the conv suite times give lax's outputs; the BPLF has our size."""
-  torch = pytest.importorskip("torch")
+  torch = pytest.importorskip(
+      "torch", reason="the PyTorch peers need the bench extra: pip install -e \".[bench]\"")
   from launch import benchmark_peer
   from flaxflow import conv, models
   rng = np.random.default_rng(0)
