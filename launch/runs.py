@@ -67,10 +67,7 @@ def define_config_flag(default_file: str, help_text: str) -> flags.FlagHolder:
   try:
     return config_flags.DEFINE_config_file("config", default_file, help_text)
   except (KeyError, AttributeError) as error:
-    field = str(error).strip("\"'")
-    overrides = [arg.split("=")[0] for arg in sys.argv[1:] if arg.startswith("--config.")]
-    named = [flag for flag in overrides if flag.split(".")[-1] == field] or overrides
-    exit_with_message(EXIT_USER_ERROR, f"{' '.join(named)}: the config has no field {field!r}")
+    _exit_on_unknown_field(error, sys.argv)
   except OSError as error:
     exit_with_message(EXIT_USER_ERROR,
                       _config_file_error(_config_file_in(sys.argv) or default_file, error))
@@ -85,6 +82,14 @@ def config_from_flag(config_flag: flags.FlagHolder) -> ml_collections.ConfigDict
     return config
   except OSError as error:
     raise ValueError(_config_file_error(path, error)) from error
+
+
+def _exit_on_unknown_field(error: Exception, argv: Sequence[str]) -> None:
+  """One line naming the `--config.` override whose field the config lacks."""
+  field = str(error).strip("\"'")
+  overrides = [arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
+  named = [flag for flag in overrides if flag.split(".")[-1] == field] or overrides
+  exit_with_message(EXIT_USER_ERROR, f"{' '.join(named)}: the config has no field {field!r}")
 
 
 def _exit_on_known_errors(main: Callable[[Sequence[str]], None], argv: Sequence[str]) -> None:
@@ -104,10 +109,13 @@ def _exit_on_known_errors(main: Callable[[Sequence[str]], None], argv: Sequence[
 
 
 def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
-  """absl's flag parsing, where a config file that fails to load (with overrides, ml_collections
-  loads it here) is one line."""
+  """absl's flag parsing, where a config file that fails to load or an override of a field it
+  lacks (with overrides, ml_collections loads it here) is one line."""
   try:
     return app.parse_flags_with_usage(argv)
+  except (KeyError, AttributeError) as error:
+    # With an explicit --config file, ml_collections applies the overrides while parsing.
+    _exit_on_unknown_field(error, argv)
   except OSError as error:
     path = _config_file_in(argv)
     if path is None:

@@ -45,8 +45,10 @@ def test_train_step_record_and_operation_profile(tmp_path, capsys):
   assert matmul["matmul_2048_float32_flops_per_second"] > 0
   assert record["model"]["steps_per_level"] == 2 and len(record["step_seconds"]) == 2
   assert record["images_per_second"] > 0 and np.isfinite(record["final_loss"])
-  # XLA's cost analysis sees the scanned step once; the jaxpr count sees it twice.
-  assert record["flops_per_step"] > record["xla_cost_analysis_flops_per_step"] > 0
+  # Both counts are there. They are not ordered: XLA's cost analysis sees the scanned steps
+  # once but counts every operation, and on CPU the convolutions' windows add many beside the
+  # products (the jaxpr count's scan trips are checked exactly above).
+  assert record["flops_per_step"] > 0 and record["xla_cost_analysis_flops_per_step"] > 0
   memory = record["memory_bytes"]
   assert memory["peak"] >= memory["peak_beyond_state_and_gradient"] > 0
   # Every profiled operation is an instruction of the step, traced back to the model's layers.
