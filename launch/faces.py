@@ -12,7 +12,7 @@ import numpy as np
 from data import datasets
 from data.synthetic_faces import factors, render
 from flaxflow import analysis, objectives
-from flaxflow.tasks import flow
+from flaxflow.tasks.trained import TrainedModel
 from flaxflow.analysis import ground_truth
 from launch import research
 
@@ -65,7 +65,7 @@ def at_bit_depth(images: np.ndarray, n_bits: int) -> np.ndarray:
   return np.asarray(objectives.postprocess(objectives.dequantize(None, images, n_bits), n_bits))
 
 
-def score_transfer(run: flow.TrainedModel, split: str, shifts: Sequence[np.ndarray], *,
+def score_transfer(run: TrainedModel, split: str, shifts: Sequence[np.ndarray], *,
                    class_names: Sequence[str], per_class: int, strength: float,
                    zero_deepest: bool) -> Dict[str, Any]:
   """`ground_truth.transfer_scores` of `analysis.transfer_expressions` on the first `per_class`

@@ -5,11 +5,11 @@ from typing import Any, Dict, List
 import numpy as np
 
 from flaxflow.analysis import probes
-from flaxflow.tasks import flow
+from flaxflow.tasks.trained import TrainedModel
 from launch import research
 
 
-def probe_training_subjects(run: flow.TrainedModel, num_subjects: int) -> List[Dict[str, Any]]:
+def probe_training_subjects(run: TrainedModel, num_subjects: int) -> List[Dict[str, Any]]:
   """`probes.latent_probes` on the images of the first `num_subjects` subjects of the training
   split (in name order), half of each one's images to fit on and half to test on; each row also
   gives the number of subjects probed."""

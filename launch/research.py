@@ -11,8 +11,9 @@ from absl import flags, logging
 
 from data import datasets, pipeline
 from data.tf_cpu import tf
-from flaxflow import analysis
+from flaxflow import analysis, tasks
 from flaxflow.tasks import flow
+from flaxflow.tasks.trained import TrainedModel
 from flaxflow.workdir import Workdir
 from launch import runs
 
@@ -41,10 +42,10 @@ def define_run_flags() -> RunFlags:
 Batches = Callable[[], Iterator[dict]]
 
 
-def start(run_flags: RunFlags) -> flow.TrainedModel:
+def start(run_flags: RunFlags) -> TrainedModel:
   """Starts the devices, then loads the run of --workdir at --step."""
   runs.start_devices()
-  run = flow.load_trained(WORKDIR.value, run_flags.step.value, run_flags.use_ema.value)
+  run = tasks.load_trained(WORKDIR.value, run_flags.step.value, run_flags.use_ema.value)
   logging.info("%s: %s at step %d", WORKDIR.value, type(run.model).__name__, run.step)
   return run
 

@@ -20,11 +20,9 @@ from clu import metric_writers
 from ml_collections import config_flags
 
 from data import pipeline
-from flaxflow import checkpointing, loop, models, parallel
-from launch import host_memory
-from flaxflow.models.capabilities import check_model_matches_data
-from flaxflow.tasks import flow as flow_task
+from flaxflow import checkpointing, loop, parallel, tasks
 from flaxflow.workdir import Workdir, WorkdirInUseError
+from launch import host_memory
 
 ACCELERATOR = flags.DEFINE_enum("accelerator", None, list(parallel.ACCELERATORS),
                                 "Platform to run on (default: JAX's choice).")
@@ -153,9 +151,9 @@ def create_writer(workdir: Workdir) -> metric_writers.MetricWriter:
 
 
 def check_training_config(config: ml_collections.ConfigDict) -> None:
-  """Every field the loop and the flow task read, checked before any data is loaded."""
+  """Every field the loop and the model family's task read, checked before any data is loaded."""
   loop.check_config(config)
-  flow_task.check_config(config)
+  tasks.check_config(config)
 
 
 def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, train_set: Any,
@@ -166,12 +164,10 @@ def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, trai
   checkpoints, samples, TensorBoard, final metrics), resuming a run of the same config left
   there. Every config field is checked, and the workdir locked and its config compared, before
   anything in it is written."""
-  model = models.create(config.model)
-  check_model_matches_data(model, image_shape, class_names, config.dataset)
   check_training_config(config)
   mesh = parallel.make_mesh()
-  flow_task.check_eval_batch_size(config, mesh)
-  task = flow_task.FlowTask(config, model, mesh, class_names, eval_batches)
+  task = tasks.family_of(config).create_task(config, mesh, image_shape=image_shape,
+                                             class_names=class_names, eval_batches=eval_batches)
   with workdir.lock() if parallel.is_primary() else contextlib.nullcontext():
     workdir.check_config_matches(config)
     train_iterator = pipeline.TrainIterator(train_set, global_batch_size=config.batch_size,

@@ -1,1 +1,42 @@
-"""Model families as tasks of the shared training loop (`flaxflow.loop.Task`)."""
+"""Model families as tasks of the shared training loop (`flaxflow.loop.Task`), chosen by the
+config's `model.name`.
+
+Each family's module declares `MODEL_NAMES` and gives:
+  `check_config(config)`: its own config fields, checked before any data is loaded;
+  `create_task(config, mesh, *, image_shape, class_names, eval_batches)`: the `loop.Task` that
+    trains `config.model` on data of `image_shape` and `class_names`, failing with the config
+    fields to change when the two do not match;
+  `load_trained(workdir, step, use_ema, mesh)`: the trained model of a finished or running run.
+"""
+
+from types import ModuleType
+from typing import Optional
+
+import jax
+import ml_collections
+
+from flaxflow.tasks import flow
+from flaxflow.workdir import Workdir
+
+FAMILIES = (flow,)
+
+
+def family_of(config: ml_collections.ConfigDict) -> ModuleType:
+  """The task module of `config.model.name`."""
+  name = config.model.get("name")
+  for family in FAMILIES:
+    if name in family.MODEL_NAMES:
+      return family
+  known = sorted(model for family in FAMILIES for model in family.MODEL_NAMES)
+  raise ValueError(f"--config.model.name={name!r}: expected one of {', '.join(known)}")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The fields of `config`'s model family, checked before any data is loaded."""
+  family_of(config).check_config(config)
+
+
+def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
+                 mesh: Optional[jax.sharding.Mesh] = None):
+  """The trained model of the run in `workdir`, of whichever family it is."""
+  return family_of(Workdir(workdir).read_config()).load_trained(workdir, step, use_ema, mesh)

@@ -6,7 +6,6 @@ initialisation); the loss is `flaxflow.objectives.loss_and_metrics`; one optimiz
 parameter, with an optional average of the parameters (EMA) that samples and evaluation use.
 """
 
-import dataclasses
 import functools
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -24,11 +23,14 @@ from flaxflow import (checkpointing, config_checks, images, loop, models, object
                       parallel)
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation, generation
+from flaxflow.models.capabilities import check_model_matches_data
+from flaxflow.tasks.trained import TrainedModel
 from flaxflow.workdir import Workdir
 
 Array = jax.Array
 Batch = loop.Batch
 LossFn = evaluation.LossFn
+MODEL_NAMES = tuple(models.MODELS)
 
 
 @flax.struct.dataclass
@@ -115,6 +117,17 @@ def check_eval_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.
                      f"the {mesh.size // jax.process_count()} devices of each process")
 
 
+def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+                image_shape: Sequence[int], class_names: Sequence[str],
+                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
+                ) -> "FlowTask":
+  """The task of training `config.model` on images of `image_shape` in `class_names`."""
+  model = models.create(config.model)
+  check_model_matches_data(model, image_shape, class_names, config.dataset)
+  check_eval_batch_size(config, mesh)
+  return FlowTask(config, model, mesh, class_names, eval_batches)
+
+
 class FlowTask:
   """A flow model trained on {"image": uint8, "label": int32} batches by maximum likelihood.
 
@@ -184,14 +197,6 @@ class FlowTask:
     step = int(state.step)
     self.write_samples(state, step, workdir)
     return self.evaluate_held_out(state, step, writer) if self.eval_batches else {}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-  config: ml_collections.ConfigDict  # The run's full training config.
-  model: nn.Module
-  variables: Any  # {"params", "constants"} for `model.apply`.
-  step: int
 
 
 def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoint_dir: str,
