@@ -5,7 +5,6 @@ with resume and per-optimizer non-finite skipping, and no flow code."""
 
 import json
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,12 +12,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from flaxflow import checkpointing, loop, optimization, parallel
+from flaxflow import checkpointing, loop, parallel
+from flaxflow.gan import adversarial
 from flaxflow.workdir import Workdir
 from training_helpers import ArrayIterator, RecordingWriter
 
 NETWORKS = ("generator", "discriminator")
-HISTORY = 8  # Generated points kept; the discriminator also sees them, as image-history GANs do.
+HISTORY = 8  # Generated points kept in the state.
 
 
 class Mlp(nn.Module):
@@ -29,17 +29,10 @@ class Mlp(nn.Module):
     return nn.Dense(self.features)(jnp.tanh(nn.Dense(8)(x)))
 
 
-@flax.struct.dataclass
-class AdversarialState:
-  step: jax.Array
-  params: dict  # {network: params}
-  opt_states: dict
-  skips: dict  # {network: SkipCount}
-  history: jax.Array  # (HISTORY, 2) generated points of earlier steps.
-
-
 class AdversarialToy:
-  """A GAN on 2-D points: batches are {"image": (B, 2) real points, "label": unused}."""
+  """A GAN on 2-D points: batches are {"image": (B, 2) real points, "label": unused}; the state's
+  `extra` is a history of generated points that the discriminator also sees, as image-history
+  GANs do."""
 
   def __init__(self, learning_rate: float):
     self.networks = {"generator": Mlp(2), "discriminator": Mlp(1)}
@@ -49,11 +42,8 @@ class AdversarialToy:
     points = jnp.zeros_like(batch["image"], jnp.float32)
     params = {name: self.networks[name].init(jax.random.fold_in(rng, index), points)["params"]
               for index, name in enumerate(NETWORKS)}
-    return AdversarialState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        opt_states={name: self.optimizers[name].init(params[name]) for name in NETWORKS},
-        skips={name: optimization.SkipCount.zero() for name in NETWORKS},
-        history=jnp.zeros((HISTORY, 2), jnp.float32))
+    return adversarial.init_state(params, self.optimizers,
+                                  extra=jnp.zeros((HISTORY, 2), jnp.float32))
 
   def _generate(self, params, rng, count):
     return self.networks["generator"].apply({"params": params},
@@ -64,35 +54,28 @@ class AdversarialToy:
 
   def train_step(self, state, batch, rng):
     real = batch["image"].astype(jnp.float32)
-    fake = self._generate(state.params["generator"], jax.random.fold_in(rng, state.step),
-                          real.shape[0])
+    noise_rng = jax.random.fold_in(rng, state.step)
+    fake = self._generate(state.params["generator"], noise_rng, real.shape[0])
 
     def discriminator_loss(params):
-      fakes = jnp.concatenate([jax.lax.stop_gradient(fake), state.history])
-      return (optax.sigmoid_binary_cross_entropy(self._logits(params, real), 1.0).mean()
-              + optax.sigmoid_binary_cross_entropy(self._logits(params, fakes), 0.0).mean())
+      fakes = jnp.concatenate([jax.lax.stop_gradient(fake), state.extra])
+      loss = adversarial.discriminator_loss(self._logits(params["discriminator"], real),
+                                            self._logits(params["discriminator"], fakes))
+      return loss, {"loss/discriminator": loss}
 
     def generator_loss(params):
-      points = self._generate(params, jax.random.fold_in(rng, state.step), real.shape[0])
-      logits = self._logits(state.params["discriminator"], points)
-      return optax.sigmoid_binary_cross_entropy(logits, 1.0).mean()
+      points = self._generate(params["generator"], noise_rng, real.shape[0])
+      loss = adversarial.generator_loss(self._logits(state.params["discriminator"], points))
+      return loss, {"loss/generator": loss}
 
-    losses, new = {}, {}
-    for name, loss_fn in (("discriminator", discriminator_loss), ("generator", generator_loss)):
-      losses[name], grads = jax.value_and_grad(loss_fn)(state.params[name])
-      new[name] = optimization.apply_if_finite(self.optimizers[name], state.params[name],
-                                               state.opt_states[name], grads, losses[name],
-                                               state.skips[name])
-    skips = {name: new[name][2] for name in NETWORKS}
+    state, d_loss, d_metrics = adversarial.update_networks(state, ["discriminator"],
+                                                           discriminator_loss, self.optimizers)
+    state, g_loss, g_metrics = adversarial.update_networks(state, ["generator"],
+                                                           generator_loss, self.optimizers)
     state = state.replace(step=state.step + 1,
-                          params={name: new[name][0] for name in NETWORKS},
-                          opt_states={name: new[name][1] for name in NETWORKS}, skips=skips,
-                          history=jnp.concatenate([fake[:HISTORY // 2], state.history])[:HISTORY])
-    metrics = {"loss": losses["generator"] + losses["discriminator"],
-               **{f"loss/{name}": losses[name] for name in NETWORKS},
-               **optimization.skip_metrics(skips, {name: new[name][3]["skipped"]
-                                                   for name in NETWORKS})}
-    return state, metrics
+                          extra=jnp.concatenate([fake[:HISTORY // 2], state.extra])[:HISTORY])
+    return state, adversarial.step_metrics(state, {"loss": d_loss + g_loss, **d_metrics,
+                                                   **g_metrics})
 
   def learning_rates(self, step):
     return {}

@@ -1,0 +1,1 @@
+"""Adversarial models (IF-GAN, DECGAN): networks, losses and their tasks of the training loop."""
