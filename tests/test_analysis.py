@@ -14,20 +14,11 @@ from PIL import Image
 from flaxflow import analysis, checkpointing, models, objectives, optimization
 from flaxflow.tasks import flow
 from launch.configs import digits_bplf
+from tiny_models import NUM_CLASSES, build, perturb_params
 
 RNG = jax.random.PRNGKey(0)
 IMAGE_SHAPE = (4, 4, 1)
-NUM_CLASSES = 3
 N_BITS = 5
-
-
-def build(name, **overrides):
-  config = {"name": name, "image_shape": IMAGE_SHAPE, "levels": 2, "steps_per_level": 1,
-            "width": 8}
-  if name == "classifier":
-    config.update(num_classes=NUM_CLASSES, h_steps=1, h_width=8)
-  config.update(overrides)
-  return models.create(config)
 
 
 def tiny_images(count=7, seed=0):
@@ -45,10 +36,7 @@ def model_and_variables(name, **overrides):
   labels = model.conditioning_labels(jnp.asarray(tiny_labels()))
   x = objectives.dequantize(None, tiny_images(), N_BITS)
   variables = jax.jit(lambda rng: model.init(rng, x, labels, method="log_prob"))(RNG)
-  noise = np.random.default_rng(1)
-  params = jax.tree.map(lambda leaf: leaf + 0.05 * noise.normal(size=leaf.shape).astype(np.float32),
-                        variables["params"])
-  return model, {**variables, "params": params}
+  return model, perturb_params(variables, seed=1, scale=0.05)
 
 
 def apply(model, variables, *args, **kwargs):

@@ -13,19 +13,13 @@ import numpy as np
 import optax
 import pytest
 
-from flaxflow import analysis, checkpointing, loop, models, objectives, optimization, parallel
+from flaxflow import analysis, checkpointing, loop, objectives, optimization, parallel
 from flaxflow.tasks import flow
 from flaxflow.workdir import Workdir
+from tiny_models import build
 from training_helpers import ArrayIterator, RecordingWriter
 
-
-def tiny_model(name="bplf"):
-  """The smallest real model of each kind on 4x4 grayscale images of 3 classes."""
-  fields = dict(name=name, image_shape=(4, 4, 1), num_classes=3, levels=1, steps_per_level=1,
-                width=4)
-  if name == "classifier":
-    fields.update(h_steps=1, h_width=4)
-  return models.create(ml_collections.ConfigDict(fields))
+ONE_LEVEL = dict(levels=1, width=4, num_classes=3)  # Every model class-conditional.
 
 
 def toy_dataset(num_examples=96, num_classes=3, seed=0):
@@ -59,7 +53,7 @@ def run_toy(workdir, config, images=None, labels=None, model_name="bplf"):
   eval_images, eval_labels = toy_dataset(num_examples=32, seed=1)
   eval_batches = lambda: ({"image": eval_images[i:i + 16], "label": eval_labels[i:i + 16]}
                           for i in (0, 16))
-  task = flow.FlowTask(config, tiny_model(model_name), mesh, ["a", "b", "c"], eval_batches)
+  task = flow.FlowTask(config, build(model_name, **ONE_LEVEL), mesh, ["a", "b", "c"], eval_batches)
   result = loop.train(task, config, train_iterator=iterator, workdir=Workdir(str(workdir)),
                       writer=writer, mesh=mesh)
   return result, writer
@@ -100,7 +94,7 @@ def test_gradient_clipping_bounds_the_first_adamax_step():
 
 
 def _fresh_state(config, model_name="bplf"):
-  model = tiny_model(model_name)
+  model = build(model_name, **ONE_LEVEL)
   images, labels = toy_dataset(num_examples=config.batch_size)
   optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}

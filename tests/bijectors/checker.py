@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tiny_models import perturb_params
 
 ROUND_TRIP_ATOL = 1e-4
 LOG_DET_ATOL = 1e-3
@@ -27,18 +28,6 @@ def one_hot_cond(batch=SHAPE[0]):
 def spatial_cond(shape=SHAPE, channels=2, seed=2):
   """A per-pixel conditioning map (batch, H, W, channels)."""
   return jax.random.normal(jax.random.key(seed), shape[:3] + (channels,), jnp.float32)
-
-
-def perturb_params(variables, seed, scale=0.1):
-  """Adds scale * N(0, 1) to every param, so zero-initialised layers stop being the identity."""
-  # Host-side noise: drawing it with jax.random would cost a slow XLA compile per test.
-  rng = np.random.default_rng(seed)
-
-  def perturb(param):
-    return np.asarray(param) + scale * rng.standard_normal(param.shape).astype(param.dtype)
-
-  noisy = jax.tree.map(perturb, variables.get("params", {}))
-  return {**variables, "params": noisy}
 
 
 def init_perturbed(bijector, x, cond=None, seed=0):

@@ -5,7 +5,9 @@ import pytest
 
 from flaxflow.bijectors import CouplingNet
 
-from .checker import one_hot_cond, perturb_params, spatial_cond, unit_inputs
+from tiny_models import perturb_params
+
+from .checker import one_hot_cond, spatial_cond, unit_inputs
 
 
 def _init_and_apply(net, x, cond=None, perturbed=True):

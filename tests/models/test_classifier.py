@@ -6,7 +6,9 @@ import numpy as np
 
 from flaxflow.distributions import gaussian_log_prob
 from flaxflow import objectives
-from .helpers import build, init, tiny_images, with_log_abs_det
+from tiny_models import build
+
+from .helpers import init, tiny_images, with_log_abs_det
 
 RNG = jax.random.PRNGKey(0)
 
@@ -42,7 +44,7 @@ def brute_force_log_prob(model, variables, x, labels):
 
 
 def setup_classifier(rng):
-  model = build("classifier", num_classes=NUM_CLASSES)
+  model = build("classifier", steps=2)
   x = tiny_images(rng)
   labels = jnp.array([0, 2, 1])
   variables = init(model, x, labels)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from flaxflow.distributions import gaussian_log_prob
-from .helpers import build, init, tiny_images, with_log_abs_det
+from tiny_models import build
+
+from .helpers import init, tiny_images, with_log_abs_det
 
 RNG = jax.random.PRNGKey(0)
 
@@ -60,7 +62,7 @@ def brute_force_log_prob(model, variables, x, labels):
 
 def initialised_on_tiny_images(name, overrides):
   """The model, a tiny batch, labels for it (None if unconditional) and variables."""
-  model = build(name, **overrides)
+  model = build(name, steps=2, **overrides)
   x = tiny_images(RNG)
   labels = labels_for(model, x.shape[0])
   return model, x, labels, init(model, x, labels)
@@ -124,9 +126,9 @@ def test_bfloat16_compute_keeps_float32_likelihoods_and_gradients(name):
   x = tiny_images(RNG, (4, 8, 8, 1))
   labels = jnp.arange(4) % 3
   overrides = dict(image_shape=(8, 8, 1), num_classes=3)
-  full = build(name, **overrides)
+  full = build(name, steps=2, **overrides)
   variables = init(full, x, labels)
-  half = build(name, dtype="bfloat16", **overrides)  # As a config names it.
+  half = build(name, steps=2, dtype="bfloat16", **overrides)  # As a config names it.
   loss = lambda model, params: -jnp.mean(
       model.apply({**variables, "params": params}, x, labels, method="log_prob"))
   half_loss, half_grads = jax.jit(jax.value_and_grad(lambda p: loss(half, p)))(variables["params"])
