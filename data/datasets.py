@@ -28,6 +28,7 @@ import pathlib
 from typing import Callable, Optional
 
 import numpy as np
+import requests
 import sklearn.datasets
 import sklearn.model_selection
 import tensorflow_datasets as tfds
@@ -56,6 +57,10 @@ class DatasetInfo:
 Loaded = tuple[tf.data.Dataset, DatasetInfo]
 
 
+class DownloadError(OSError):
+  """Fetching a dataset through TFDS failed (e.g. no network)."""
+
+
 def load(name: str, split: str, data_dir: Optional[str] = None, **options) -> Loaded:
   """The `split` of dataset `name` as a tf.data.Dataset in the common format, and its info.
 
@@ -64,9 +69,11 @@ def load(name: str, split: str, data_dir: Optional[str] = None, **options) -> Lo
       "synthetic_faces" with an optional "/32", "/48" or "/64".
     split: "train", "test", or "validation" where the dataset has one.
     data_dir: where the dataset or its archives are; see the module docstring.
-    **options: `download` (bool, default True) for mnist and cifar10; `seed`, `subjects`
-      ({split: people}) and `images_per_subject` for synthetic_faces (defaults: 0, 120/20/20,
-      64; see `data.synthetic_faces.builder.make_config`); no other.
+    **options: `download` (bool, default True), for every dataset: whether loading may use the
+      network (only mnist and cifar10 ever do, through TFDS; with False a missing archive is
+      named at once); `seed`, `subjects` ({split: people}) and `images_per_subject` for
+      synthetic_faces (defaults: 0, 120/20/20, 64; see
+      `data.synthetic_faces.builder.make_config`); no other.
   """
   dataset, _, config = name.partition("/")
   data_dir = None if data_dir is None else os.path.expanduser(data_dir)
@@ -77,6 +84,7 @@ def load(name: str, split: str, data_dir: Optional[str] = None, **options) -> Lo
   if config and dataset not in ("emotion_set", "synthetic_faces"):
     raise ValueError(f"name: {dataset} has no configurations, got {name!r}")
   loader, allowed = _LOADERS[dataset]
+  allowed = ("download", *allowed)
   unknown = sorted(set(options) - set(allowed))
   if unknown:
     raise TypeError(f"load({name!r}): unknown option(s) {', '.join(unknown)}; "
@@ -112,8 +120,13 @@ def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names)
     if (data_dir is not None and not download
         and not tfds.builder(name, data_dir=data_dir).is_prepared()):
       read_archive(data_dir)  # Offline with nothing to read: its error names the missing files.
-    dataset, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
-                              with_info=True, shuffle_files=False)
+    try:
+      dataset, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
+                                with_info=True, shuffle_files=False)
+    except requests.exceptions.RequestException as error:
+      raise DownloadError(
+          f"{name}: downloading through TFDS failed ({type(error).__name__}); without a network, "
+          f"put the original archives in data_dir and load with download=False (--config.download=False)") from error
     return _standardize(dataset), _info_from_tfds(name, info, class_names)
 
   return load_dataset
@@ -135,7 +148,8 @@ def _load_emotion_set(*, name, config, split, data_dir, **_) -> Loaded:
   return _standardize(dataset), _info_from_tfds(name, builder.info)
 
 
-def _load_synthetic_faces(*, name, config, split, data_dir, **options) -> Loaded:
+def _load_synthetic_faces(*, name, config, split, data_dir, download=True, **options) -> Loaded:
+  del download  # Rendered locally.
   sizes = [str(size) for size in synthetic_faces_builder.IMAGE_SIZES]
   if config and config not in sizes:
     raise ValueError(f"name: synthetic_faces has the configurations {', '.join(sizes)}, "
@@ -185,10 +199,8 @@ def _check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
 
 _LOADERS = {
     "digits": (_load_digits, ()),
-    "mnist": (_archive_or_tfds(offline.has_mnist, offline.read_mnist, DIGIT_CLASSES),
-              ("download",)),
-    "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES),
-                ("download",)),
+    "mnist": (_archive_or_tfds(offline.has_mnist, offline.read_mnist, DIGIT_CLASSES), ()),
+    "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES), ()),
     "emotion_set": (_load_emotion_set, ()),
     "synthetic_faces": (_load_synthetic_faces, ("seed", "subjects", "images_per_subject")),
 }

@@ -9,12 +9,11 @@ from typing import Any, Dict, Sequence
 
 import numpy as np
 
-from data import datasets
 from data.synthetic_faces import factors, render
 from flaxflow import analysis, objectives
 from flaxflow.tasks.trained import TrainedModel
 from flaxflow.analysis import ground_truth
-from launch import research
+from launch import research, runs
 
 # A neutral face has no intensity to keep; its transfers are scored against the mean of the
 # dataset's intensities, which are uniform in (0, 1].
@@ -31,7 +30,7 @@ def split_with_factors(config: Any, split: str) -> Dict[str, np.ndarray]:
   "label", "subject" (str), "identity", "intensity", "nuisance", in the dataset's order."""
   if not is_synthetic_faces(config.dataset):
     raise ValueError(f"config.dataset={config.dataset!r}: only synthetic_faces has ground truth")
-  dataset, _ = datasets.load(config.dataset, split, config.data_dir)
+  dataset, _ = runs.load_split(config, split)
   parts = list(dataset.batch(_READ_BATCH).as_numpy_iterator())
   examples = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
   examples["subject"] = np.array([subject.decode() for subject in examples["subject"]])

@@ -63,7 +63,7 @@ def start_on_split(run_flags: RunFlags, split_flag: flags.FlagHolder):
 
 def split_batches(config: Any, split: str) -> Tuple[Batches, datasets.DatasetInfo]:
   """A function giving one masked pass over `split` of the run's dataset, and the dataset's info."""
-  dataset, info = datasets.load(config.dataset, split, config.data_dir)
+  dataset, info = runs.load_split(config, split)
   return (lambda: pipeline.eval_batches(dataset, batch_size=config.eval_batch_size)), info
 
 

@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from clu import metric_writers
 from ml_collections import config_flags
 
-from data import pipeline
+from data import datasets, pipeline
 from flaxflow import checkpointing, loop, parallel, tasks
 from flaxflow.workdir import Workdir, WorkdirInUseError
 from launch import host_memory
@@ -38,7 +38,8 @@ EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75
 # Errors whose message says all a user needs: printed as one line, the traceback only at -v 1.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError, WorkdirInUseError, parallel.PlatformError)
+               PermissionError, WorkdirInUseError, parallel.PlatformError,
+               datasets.DownloadError)
 
 
 def exit_with_message(code: int, message: str) -> NoReturn:
@@ -142,6 +143,13 @@ def start_devices() -> None:
     host_memory.retain_freed_memory()
   logging.info("%d process(es), %d device(s): %s", jax.process_count(), jax.device_count(),
                jax.devices()[0].device_kind)
+
+
+def load_split(config: ml_collections.ConfigDict, split: str) -> datasets.Loaded:
+  """`split` of the run's dataset, read as `config` says (`data_dir`, `download`; runs from
+  before `download` existed may use the network)."""
+  return datasets.load(config.dataset, split, config.data_dir,
+                       download=config.get("download", True))
 
 
 def create_writer(workdir: Workdir) -> metric_writers.MetricWriter:

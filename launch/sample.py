@@ -8,9 +8,8 @@ W/analysis/samples/{classes,unconditional}_T<t>.png.
 import jax
 from absl import app, flags
 
-from data import datasets
 from flaxflow import analysis, images
-from launch import research
+from launch import research, runs
 
 _RUN = research.define_run_flags()
 
@@ -43,7 +42,7 @@ def main(argv) -> None:
   temperatures = parse_temperatures(_TEMPERATURES.value)
   rows, columns = parse_grid(_GRID.value)
   run = research.start(_RUN)
-  _, info = datasets.load(run.config.dataset, "train", run.config.data_dir)
+  _, info = runs.load_split(run.config, "train")
   rng = jax.random.PRNGKey(_SEED.value)
   n_bits = run.config.n_bits
   written = []

@@ -10,7 +10,7 @@ import os
 
 from absl import app, flags, logging
 
-from data import datasets, pipeline
+from data import pipeline
 from flaxflow.workdir import Workdir
 from launch import runs
 
@@ -28,8 +28,8 @@ def main(argv) -> None:
   config = runs.config_from_flag(_CONFIG)
   runs.check_training_config(config)
   runs.start_devices()
-  train_set, info = datasets.load(config.dataset, "train", config.data_dir)
-  eval_set, _ = datasets.load(config.dataset, config.eval_split, config.data_dir)
+  train_set, info = runs.load_split(config, "train")
+  eval_set, _ = runs.load_split(config, config.eval_split)
   result = runs.train_into_workdir(
       config, Workdir(_WORKDIR.value), train_set, image_shape=info.image_shape,
       class_names=info.class_names,

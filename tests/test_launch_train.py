@@ -127,6 +127,20 @@ def test_a_user_error_is_one_line_and_exit_code_2_before_the_workdir_is_touched(
   assert not (tmp_path / "run").exists()
 
 
+def test_offline_mnist_with_a_wrong_data_dir_names_the_missing_files_at_once(tmp_path):
+  empty = tmp_path / "no_archives"
+  empty.mkdir()
+  process = launch(tmp_path / "run", "--accelerator=cpu",
+                   f"--config={os.path.join(CONFIG_DIR, 'mnist_bplf.py')}",
+                   f"--config.data_dir={empty}", "--config.download=False")
+  process.wait(timeout=120)  # Downloading would retry for minutes.
+  log = output(tmp_path / "run")
+  assert process.returncode == runs.EXIT_USER_ERROR, log[-3000:]
+  last = log.rstrip().splitlines()[-1]
+  assert last.startswith(f"error: data_dir {empty} lacks the MNIST file(s) ") and "Traceback" not in log
+  assert "train-images-idx3-ubyte.gz" in last
+
+
 @pytest.mark.slow
 def test_a_rerun_with_another_model_config_is_refused_and_config_json_kept(tmp_path):
   workdir = tmp_path / "run"

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+import requests
 import sklearn.datasets
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -90,6 +91,15 @@ class TestArchives:
       datasets.load("mnist", "test", data_dir=None, download=False)
     assert calls[0]["download"] is False and calls[0]["data_dir"] is None
 
+  def test_a_failed_download_is_one_error_that_says_what_to_do(self, monkeypatch):
+    def no_network(*args, **kwargs):
+      raise requests.exceptions.ConnectionError("Max retries exceeded with url: /mnist/t10k")
+    monkeypatch.setattr(tfds, "load", no_network)
+    with pytest.raises(datasets.DownloadError, match="mnist: downloading through TFDS failed "
+                       r"\(ConnectionError\); without a network, put the original archives in "
+                       "data_dir and load with download=False"):
+      datasets.load("mnist", "test")
+
   @pytest.mark.parametrize("name, missing", [
       ("mnist", "lacks the MNIST file(s) train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz"),
       ("cifar10", "holds neither cifar-10-python.tar.gz")])
@@ -129,7 +139,7 @@ class TestEmotionSet:
      "split: digits has no split 'validation'; expected one of train, test"),
     (dict(name="cifar10", split="valid"), ValueError, "split: cifar10 has no split 'valid'"),
     (dict(name="digits", split="train", shuffle=True), TypeError,
-     "load.'digits'.: unknown option.s. shuffle; allowed: none"),
+     "load.'digits'.: unknown option.s. shuffle; allowed: download"),
     (dict(name="mnist", split="train", download="no"), TypeError,
      "download must be True or False"),
 ])
