@@ -51,9 +51,10 @@ def test_evaluate_writes_likelihoods_accuracy_and_a_confusion_matrix(workdir):
   stdout = run("evaluate", f"--workdir={workdir}", "--accelerator=cpu").stdout
   report = read_json(workdir / "analysis" / "evaluation.json")
   assert report["step"] == 4 and report["num_examples"] == 360 and report["split"] == "test"
-  trained = read_json(workdir / "final_metrics.json")["eval"]["bits_per_dim"]
-  assert abs(report["bits_per_dim"] - trained) < 0.05  # Other dequantisation noise, same model.
-  assert report["marginal_bits_per_dim"] > 0 and 0 <= report["accuracy"] <= 1
+  trained = read_json(workdir / "final_metrics.json")["eval"]
+  for name in ("bits_per_dim", "bits_per_dim_given_label"):  # Marginal and given the label.
+    assert abs(report[name] - trained[name]) < 0.05  # Other dequantisation noise, same model.
+  assert "bits_per_dim_given_label:" in stdout and 0 <= report["accuracy"] <= 1
   matrix = np.array(report["confusion_matrix"])
   assert matrix.shape == (10, 10) and matrix.sum() == 360
   assert report["accuracy"] == pytest.approx(np.trace(matrix) / 360)

@@ -26,3 +26,20 @@ def test_bits_per_dim_of_a_uniform_density_is_n_bits():
 def test_bad_n_bits_is_rejected():
   with pytest.raises(ValueError, match="n_bits=9"):
     objectives.dequantize(None, jnp.zeros((1, 2, 2, 1), jnp.uint8), 9)
+
+
+def test_truncate_images_truncates_the_integer_image_and_requantises():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, 6, 6, 2)).astype(np.uint8)
+  n_bits = 4
+  truncated = np.asarray(objectives.truncate_images(images, 2, n_bits))
+  bins = truncated >> (8 - n_bits)
+  assert truncated.dtype == np.uint8 and bins.min() >= 0 and bins.max() < 2 ** n_bits
+  np.testing.assert_array_equal(truncated, bins << (8 - n_bits))  # On the n-bit grid.
+  integer = (images >> (8 - n_bits)).astype(np.float64)
+  u, s, vt = np.linalg.svd(np.moveaxis(integer, -1, 1), full_matrices=False)
+  expected = np.moveaxis(np.einsum("...ik,...k,...kj->...ij", u[..., :2], s[..., :2],
+                                   vt[..., :2, :]), 1, -1)
+  np.testing.assert_array_equal(bins, np.clip(np.round(expected), 0, 2 ** n_bits - 1))
+  full = np.asarray(objectives.truncate_images(images, 6, n_bits))
+  np.testing.assert_array_equal(full, (images >> (8 - n_bits)) << (8 - n_bits))

@@ -28,7 +28,7 @@ def latent_features(model: nn.Module, variables: Any, batches: Iterable[batches_
 
   @jax.jit
   def encode(variables, images, labels):
-    x = objectives.dequantize(None, images, n_bits)
+    x = objectives.model_input(model, None, images, n_bits)
     labels = model.conditioning_labels(labels) if use_labels else None
     latents, _ = model.apply(variables, x, labels, method="encode")
     if not -len(latents) <= level < len(latents):

@@ -79,7 +79,7 @@ def unconditional_samples(model: nn.Module, variables: Any, rng: Array, *, rows:
 def _encode(model: nn.Module, variables: Any, images: Array, labels: Array,
             n_bits: int) -> Latents:
   """Latents of uint8 `images` at their bin centres (deterministic), with their labels if needed."""
-  x = objectives.dequantize(None, images, n_bits)
+  x = objectives.model_input(model, None, images, n_bits)
   latents, _ = model.apply(variables, x, model.conditioning_labels(labels), method="encode")
   return latents
 

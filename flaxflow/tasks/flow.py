@@ -49,17 +49,19 @@ class TrainState:
     return {"params": params, **self.fixed_variables}
 
 
-def make_loss_fn(config: ml_collections.ConfigDict) -> LossFn:
-  """`loss_fn(model, variables, images, labels, rng) -> (loss, metrics)` for `config`."""
+def make_loss_fn(config: ml_collections.ConfigDict, with_marginal: bool = False) -> LossFn:
+  """`loss_fn(model, variables, images, labels, rng) -> (loss, metrics)` for `config`;
+  `with_marginal` adds a class-conditional flow's marginal bits/dim (`loss_and_metrics`)."""
   return functools.partial(objectives.loss_and_metrics, n_bits=config.n_bits,
-                           class_loss_weight=config.class_loss_weight)
+                           class_loss_weight=config.class_loss_weight,
+                           with_marginal=with_marginal)
 
 
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, batch: Batch,
                        rng: Array, *, n_bits: int, use_ema: bool) -> TrainState:
   """A fresh state; ActNorm layers initialise from this (dequantised) batch."""
   noise_rng, params_rng = jax.random.split(rng)
-  x = objectives.dequantize(noise_rng, batch["image"], n_bits)
+  x = objectives.model_input(model, noise_rng, batch["image"], n_bits)
   variables = model.init({"params": params_rng}, x, model.conditioning_labels(batch["label"]),
                          method="log_prob")
   variables = dict(variables)
@@ -145,6 +147,7 @@ class FlowTask:
     self.optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)
     self.schedule = optimization.learning_rate_schedule(config.optimizer, config.num_steps)
     self.loss_fn = make_loss_fn(config)
+    self.eval_loss_fn = make_loss_fn(config, with_marginal=True)
 
   def init_state(self, batch: Batch, rng: Array) -> TrainState:
     return create_train_state(self.model, self.optimizer, batch, rng, n_bits=self.config.n_bits,
@@ -170,9 +173,10 @@ class FlowTask:
       images.save_image_grid(workdir.sample_grid_file(step), grid, row_labels)
 
   def evaluate_held_out(self, state: TrainState, step: int, writer: Any) -> Dict[str, float]:
-    """Mean loss metrics on `eval_batches`, logged and written as "eval/<name>"."""
+    """Mean loss metrics on `eval_batches`, logged and written as "eval/<name>": "bits_per_dim"
+    of p(x) and, for class-conditional models, "bits_per_dim_given_label" and "accuracy"."""
     metrics = evaluation.mean_example_metrics(
-        self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.loss_fn,
+        self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.eval_loss_fn,
         mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
     logging.info("step %d evaluation: %s", step,
                  " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
