@@ -242,6 +242,31 @@ def test_transfer_without_shift_to_the_own_class_gives_the_input_back(name):
   assert not np.array_equal(zeroed, moved)
 
 
+def test_zero_deepest_zeroes_the_classifier_fs_z1_not_its_z1_prime():
+  # z1' = 0 would decode through h⁻¹(0; y), a z1 that differs by class; f's z1 = 0 does not.
+  model, variables = model_and_variables("classifier")
+  data = examples(NUM_CLASSES)
+  latents = apply(model, variables, objectives.dequantize(None, data["image"], N_BITS),
+                  method="encode")[0]
+  shifts = tuple(np.zeros((NUM_CLASSES, *z.shape[1:]), np.float32) for z in latents)
+  zeroed = analysis.transfer_expressions(model, variables, data["image"], data["label"], shifts,
+                                         n_bits=N_BITS, zero_deepest=True)
+  expected = objectives.postprocess(apply(model, variables, latents[:-1] + (
+      jnp.zeros_like(latents[-1]),), method="decode"), N_BITS)
+  for target in range(NUM_CLASSES):
+    np.testing.assert_array_equal(zeroed[:, target], expected)
+
+
+def test_predict_labels_is_bayes_rule_at_the_bin_centres():
+  model, variables = model_and_variables("bplf", num_classes=NUM_CLASSES)
+  data = examples(5)
+  scores = jax.jit(functools.partial(analysis.class_log_joint, model))(
+      variables, objectives.dequantize(None, data["image"], N_BITS))
+  np.testing.assert_array_equal(analysis.predict_labels(model, variables, data["image"],
+                                                        n_bits=N_BITS),
+                                np.argmax(scores, axis=-1))
+
+
 @pytest.mark.parametrize("name", ["bplf", "classifier"])
 def test_interpolation_starts_and_ends_at_the_two_images(name):
   model, variables = model_and_variables(name, **CONDITIONAL.get(name, {}))
@@ -269,14 +294,36 @@ def test_latent_features_flatten_the_chosen_latent_of_every_real_example():
   np.testing.assert_array_equal(features["label"], data["label"])
   np.testing.assert_array_equal(features["subject"], data["subject"])
   raw = analysis.latent_features(model, variables, analysis.array_batches(data, 4), n_bits=N_BITS,
-                                 use_labels=False)
+                                 labels="none")
   assert not np.allclose(raw["features"], features["features"])
+  with pytest.raises(ValueError, match="labels='guess'"):
+    analysis.latent_features(model, variables, analysis.array_batches(data, 4), n_bits=N_BITS,
+                             labels="guess")
   shallow = analysis.latent_features(model, variables, analysis.array_batches(data, 4), level=0,
                                      n_bits=N_BITS)
   assert shallow["features"].shape == (7, 8)  # The first split: 2x2x2.
   with pytest.raises(ValueError, match="level=2"):
     analysis.latent_features(model, variables, analysis.array_batches(data, 4), level=2,
                              n_bits=N_BITS)
+
+
+@pytest.mark.parametrize("name", ["bplf", "classifier"])
+def test_latent_features_do_not_read_the_test_labels_unless_asked(name):
+  # By default the features are encoded with the model's own prediction: relabelling the test
+  # examples changes nothing in them; only labels="true" (the leak) carries the label in.
+  model, variables = model_and_variables(name, **CONDITIONAL.get(name, {}))
+  data = examples(8)
+  relabelled = dict(data, label=(data["label"] + 1) % NUM_CLASSES)
+  features = lambda examples, **kwargs: analysis.latent_features(
+      model, variables, analysis.array_batches(examples, 4), n_bits=N_BITS, **kwargs)
+  default = features(data)
+  np.testing.assert_array_equal(default["features"], features(relabelled)["features"])
+  np.testing.assert_array_equal(default["prediction"], analysis.predict_labels(
+      model, variables, data["image"], n_bits=N_BITS))
+  as_predicted = dict(data, label=default["prediction"])
+  np.testing.assert_allclose(features(as_predicted, labels="true")["features"],
+                             default["features"], rtol=1e-6)
+  assert not np.allclose(features(relabelled, labels="true")["features"], default["features"])
 
 
 def test_tsne_embeds_in_two_dimensions_and_checks_the_perplexity():
