@@ -136,6 +136,13 @@ class MultiscaleFlow(ModelCapabilities, nn.Module):
     cond = self.one_hot(labels)
     return self.decode_levels(latents[-1], cond, lambda level, h: latents[level])
 
+  def decode_without_deepest(self, x: Array, labels: Optional[Array] = None) -> Array:
+    """`x` encoded, its deepest latent z_1 set to zero, and decoded."""
+    cond = self.one_hot(labels)
+    latents, _, _ = self.encode_levels(x, cond)
+    return self.decode_levels(jnp.zeros_like(latents[-1]), cond,
+                              lambda level, h: latents[level])
+
   def sample(self, rng: Array, num_samples: int, labels: Optional[Array] = None,
              temperature: float = 1.0) -> Array:
     """`num_samples` images drawn at `temperature` (the priors' scales are multiplied by it)."""

@@ -7,6 +7,7 @@ parameter, with an optional average of the parameters (EMA) that samples and eva
 """
 
 import functools
+import math
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import flax
@@ -54,6 +55,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, with_marginal: bool = False)
   `with_marginal` adds a class-conditional flow's marginal bits/dim (`loss_and_metrics`)."""
   return functools.partial(objectives.loss_and_metrics, n_bits=config.n_bits,
                            class_loss_weight=config.class_loss_weight,
+                           zero_deepest_weight=config.get("zero_deepest_weight", 0.0),
                            with_marginal=with_marginal)
 
 
@@ -110,6 +112,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   config_checks.in_interval(config, "n_bits", 1, 9)
   config_checks.in_interval(config, "ema_decay", 0, 1)
   config_checks.positive_finite(config, "sample_temperature")
+  if "zero_deepest_weight" in config:
+    config_checks.in_interval(config, "zero_deepest_weight", 0, math.inf)
 
 
 def check_eval_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
