@@ -349,6 +349,26 @@ def test_folds_with_subjects_never_share_a_subject_and_test_every_example_once()
     assert len(np.intersect1d(train, test)) == 0
 
 
+def test_uniform_folds_mix_subjects_and_leave_one_subject_out_holds_out_each():
+  labels = np.repeat(np.arange(3), 20)
+  subjects = np.array([f"p{i % 6}" for i in range(60)])
+  uniform = analysis.make_folds(labels, subjects, 5, protocol="uniform")
+  assert "uniform" in uniform.scheme and "subject-dependent" in uniform.scheme
+  assert any(set(subjects[train]) & set(subjects[test]) for train, test in uniform.folds)
+  for _, test in uniform.folds:
+    np.testing.assert_array_equal(np.bincount(labels[test]), [4, 4, 4])
+  loso = analysis.make_folds(labels, subjects, 5, protocol="leave_one_subject_out")
+  assert len(loso.folds) == 6 and "leave-one-subject-out" in loso.scheme
+  assert sorted(np.unique(subjects[test]).item() for _, test in loso.folds) == sorted(
+      set(subjects))
+  for train, test in loso.folds:
+    assert len(train) + len(test) == 60 and subjects[test][0] not in set(subjects[train])
+  with pytest.raises(ValueError, match="protocol='random'"):
+    analysis.make_folds(labels, subjects, 5, protocol="random")
+  with pytest.raises(ValueError, match="60 examples name no subject"):
+    analysis.make_folds(labels, [""] * 60, 5, protocol="leave_one_subject_out")
+
+
 def test_folds_without_subjects_are_stratified_and_say_so():
   labels = np.repeat(np.arange(2), 10)
   folds = analysis.make_folds(labels, [""] * 20, 5)

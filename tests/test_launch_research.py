@@ -104,6 +104,7 @@ def test_cross_validation_reports_mean_and_std_over_folds(tmp_path):
   assert summary["accuracy_mean"] == pytest.approx(np.mean(summary["fold_accuracies"]), abs=1e-6)
   assert np.array(summary["confusion_matrix"]).sum() == 1797  # Every digit tested once.
   assert "class-stratified" in summary["scheme"] and "2-fold accuracy" in stdout
+  assert summary["protocol"] == "subject_disjoint" and "protocol subject_disjoint" in stdout
   for fold in (0, 1):
     assert read_json(tmp_path / f"fold_{fold}" / "evaluation.json")["fold"] == fold
   png_size(tmp_path / "confusion_matrix.png")
