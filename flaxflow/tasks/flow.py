@@ -208,11 +208,12 @@ class FlowTask:
 
 
 def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoint_dir: str,
-                  step: Optional[int] = None,
-                  mesh: Optional[jax.sharding.Mesh] = None) -> TrainState:
-  """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`."""
+                  step: Optional[int] = None, mesh: Optional[jax.sharding.Mesh] = None,
+                  task_class: type = None) -> TrainState:
+  """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`;
+  `task_class` (default `FlowTask`, or a subclass of it) makes the state's structure."""
   mesh = parallel.make_mesh() if mesh is None else mesh
-  task = FlowTask(config, model, mesh)
+  task = (task_class or FlowTask)(config, model, mesh)
   batch = {"image": jnp.zeros((mesh.size, *model.image_shape), jnp.uint8),
            "label": jnp.zeros((mesh.size,), jnp.int32)}
   abstract_state = checkpointing.abstract_state(task.init_state,
@@ -222,7 +223,9 @@ def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoin
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
-                 mesh: Optional[jax.sharding.Mesh] = None) -> TrainedModel:
+                 mesh: Optional[jax.sharding.Mesh] = None, *,
+                 create_model: Callable[[Any], nn.Module] = models.create,
+                 task_class: type = None) -> TrainedModel:
   """The model of the run in `workdir` with the variables of checkpoint `step` (default: latest).
 
   `use_ema` takes the averaged parameters when the run kept them (the ones its samples and
@@ -230,7 +233,7 @@ def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
   """
   run = Workdir(workdir)
   config = run.read_config()
-  model = models.create(config.model)
-  state = restore_state(config, model, run.checkpoints, step, mesh)
+  model = create_model(config.model)
+  state = restore_state(config, model, run.checkpoints, step, mesh, task_class)
   return TrainedModel(config=config, model=model, variables=state.variables(use_ema=use_ema),
                       step=int(np.asarray(state.step)))
