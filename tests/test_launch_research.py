@@ -16,6 +16,7 @@ TINY = ["--accelerator=cpu", "--config.batch_size=16", "--config.model.steps_per
         "--config.samples_per_class=3"]
 CLASSIFIER_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_classifier.py")
 DIGITS_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_bplf.py")
+CNN_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_cnn.py")
 
 
 def run(module, *flags, expect_success=True):
@@ -108,6 +109,26 @@ def test_cross_validation_reports_mean_and_std_over_folds(tmp_path):
   for fold in (0, 1):
     assert read_json(tmp_path / f"fold_{fold}" / "evaluation.json")["fold"] == fold
   png_size(tmp_path / "confusion_matrix.png")
+
+
+@pytest.mark.slow
+def test_table1_rows_of_the_flow_the_sklearn_classifiers_and_the_cnn(workdir, tmp_path):
+  cnn = tmp_path / "cnn"
+  run("train", f"--workdir={cnn}", f"--config={CNN_CONFIG}", "--accelerator=cpu",
+      "--config.num_steps=4", "--config.checkpoint_every=4", "--config.batch_size=16",
+      "--config.model.widths=(4, 8)", "--config.model.dense_width=8",
+      "--config.eval_batch_size=120")
+  stdout = run("table1", f"--workdir={workdir}", "--accelerator=cpu", "--max_train=150",
+               "--perplexity=10", f"--cnn_workdir={cnn}", f"--output_dir={tmp_path}").stdout
+  summary = read_json(tmp_path / "table1.json")
+  rows = summary["rows"]
+  assert summary["labels"] == "predicted" and summary["train_examples"] == 150
+  assert [row["data"] for row in rows] == ["z (latent)"] + ["t-SNE embeddings"] * 4 + [
+      "z (latent)"] * 4 + ["images"]
+  assert all(0 <= row["accuracy"] <= 1 for row in rows)
+  assert rows[-1]["accuracy"] == read_json(cnn / "final_metrics.json")["eval"]["accuracy"]
+  assert "| t-SNE embeddings | Random Forest |" in stdout
+  assert (tmp_path / "table1.md").read_text().startswith("digits: fitted on 150 training images")
 
 
 @pytest.mark.slow
