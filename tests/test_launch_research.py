@@ -134,7 +134,7 @@ def test_table1_rows_of_the_flow_the_sklearn_classifiers_and_the_cnn(workdir, tm
 @pytest.mark.slow
 def test_ablation_table_and_rerun_reads_finished_rows_back(tmp_path):
   flags = [f"--workdir={tmp_path}", "--rows=glow,bplf_3x3_svd", *TINY, "--config.num_steps=2",
-           "--config.checkpoint_every=2"]
+           "--config.checkpoint_every=2", "--config.eval_every=1"]
   run("ablate", *flags)
   table = (tmp_path / "ablation.md").read_text()
   assert "Command: `python -m launch.ablate --workdir=" in table
@@ -145,6 +145,13 @@ def test_ablation_table_and_rerun_reads_finished_rows_back(tmp_path):
   rerun = run("ablate", *flags)
   assert "step 1/2" not in rerun.stderr  # Nothing trained again.
   assert (tmp_path / "ablation.md").read_text() == table
+  # Fig. 7 from the rows' TensorBoard logs: the test bits/dim of steps 1 and 2.
+  curves = run("plot_curves", f"--workdir={tmp_path}", "--smoothing=0").stdout
+  assert "Glow: eval/bits_per_dim at 2 steps, last" in curves
+  last = float(curves.split("Glow: eval/bits_per_dim at 2 steps, last ")[1].split()[0])
+  assert last == pytest.approx(read_json(tmp_path / "glow" / "ablation_row.json")[
+      "bits_per_dim"], abs=0.05)  # The final evaluation, with other dequantisation noise.
+  assert png_size(tmp_path / "nll_curves.png")[0] > 300
 
 
 def test_a_workdir_without_a_run_is_a_clear_error(tmp_path):
