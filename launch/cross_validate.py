@@ -75,7 +75,8 @@ def main(argv) -> None:
   print(f"{line} (protocol {_PROTOCOL.value}: {folds.scheme})")
   research.write_json(os.path.join(workdir, "cross_validation.json"), {
       "dataset": config.dataset, "model": config.model.name, "folds": len(folds.folds),
-      "protocol": _PROTOCOL.value, "scheme": folds.scheme, "num_steps": config.num_steps, "batch_size": config.batch_size,
+      "protocol": _PROTOCOL.value, "scheme": folds.scheme, "num_steps": config.num_steps,
+      "batch_size": config.batch_size,
       "accuracy_mean": summary["mean"], "accuracy_std": summary["std"],
       "fold_accuracies": summary["folds"], "class_names": list(info.class_names),
       "confusion_matrix": total.tolist()})

@@ -39,6 +39,26 @@ def define_run_flags() -> RunFlags:
                                      "Where outputs go (default: WORKDIR/analysis)."))
 
 
+@dataclasses.dataclass(frozen=True)
+class LatentFlags:
+  """The flags of the tools that read one latent of a trained run (tsne, table1)."""
+  level: flags.FlagHolder
+  labels: flags.FlagHolder
+
+
+def define_latent_flags() -> LatentFlags:
+  """Defines --level and --labels; call once, at import of an entry point."""
+  return LatentFlags(
+      level=flags.DEFINE_integer("level", -1, "Which latent: 0 the shallowest split, -1 the "
+                                 "deepest."),
+      labels=flags.DEFINE_enum(
+          "labels", "predicted", list(analysis.LABEL_SOURCES),
+          "The label class-conditional models encode with: predicted (the model's own "
+          "Bayes'-rule label); none (the classifier's raw z1 from f); true: the test labels, "
+          "which LEAKS them into the features (any classifier fitted on them learns the label "
+          "from there): for pictures only."))
+
+
 Batches = Callable[[], Iterator[dict]]
 
 

@@ -21,11 +21,7 @@ from launch import research, runs
 _RUN = research.define_run_flags()
 
 _SPLIT = flags.DEFINE_string("split", None, "Test split (default: the run's eval_split).")
-_LEVEL = flags.DEFINE_integer("level", -1, "Which latent: 0 the shallowest split, -1 the deepest.")
-_LABELS = flags.DEFINE_enum("labels", "predicted", list(analysis.LABEL_SOURCES),
-                            "The label latents are encoded with, as in launch.tsne: predicted "
-                            "(default), none (the classifier's raw z1), or true, which LEAKS the "
-                            "test labels into the features the classifiers read.")
+_LATENT = research.define_latent_flags()
 _MAX_TRAIN = flags.DEFINE_integer("max_train", 2000, "Training images the classifiers are fitted "
                                   "on (a seeded random subset; t-SNE time grows with it).")
 _PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
@@ -56,9 +52,9 @@ def main(argv) -> None:
   train, _ = research.split_examples(config, "train")
   keep = np.sort(np.random.default_rng(_SEED.value).permutation(len(train["label"]))[
       :_MAX_TRAIN.value])
+  level, labels = _LATENT.level.value, _LATENT.labels.value
   features = lambda batches: analysis.latent_features(
-      run.model, run.variables, batches, level=_LEVEL.value, labels=_LABELS.value,
-      n_bits=config.n_bits)
+      run.model, run.variables, batches, level=level, labels=labels, n_bits=config.n_bits)
   train_latents = features(analysis.array_batches({key: values[keep] for key, values
                                                    in train.items()}, config.eval_batch_size))
   test_latents = features(test_batches())
@@ -77,16 +73,16 @@ def main(argv) -> None:
   if _CNN_WORKDIR.value:
     rows.append(cnn_row(_CNN_WORKDIR.value, config.dataset, split))
   setting = (f"{config.dataset}: fitted on {len(keep)} training images, tested on "
-             f"{len(test_labels)} {split} images; latent {_LEVEL.value} "
+             f"{len(test_labels)} {split} images; latent {level} "
              f"({train_latents['features'].shape[1]} dimensions) encoded with "
-             f"{_LABELS.value} labels{' (LEAKS the test labels)' if _LABELS.value == 'true' else ''}"
+             f"{labels} labels{' (LEAKS the test labels)' if labels == 'true' else ''}"
              f"; t-SNE of training and test latents together, perplexity {_PERPLEXITY.value:g}; "
              f"step {run.step}")
   table = latent_classifiers.markdown_table(rows)
   print(f"{setting}\n\n{table}")
   with open(research.output_path(_RUN, "table1.md"), "w") as file:
     file.write(f"{setting}\n\n{table}\n")
-  summary = {"setting": setting, "split": split, "labels": _LABELS.value, "level": _LEVEL.value,
+  summary = {"setting": setting, "split": split, "labels": labels, "level": level,
              "train_examples": int(len(keep)), "rows": rows}
   print(f"wrote {research.write_json(research.output_path(_RUN, 'table1.json'), summary)}")
 

@@ -17,13 +17,7 @@ from launch import probing, research
 _RUN = research.define_run_flags()
 
 _SPLIT = flags.DEFINE_string("split", None, "Split to embed (default: the run's eval_split).")
-_LEVEL = flags.DEFINE_integer("level", -1, "Which latent: 0 the shallowest split, -1 the deepest.")
-_LABELS = flags.DEFINE_enum("labels", "predicted", list(analysis.LABEL_SOURCES),
-                            "The label class-conditional models encode with: predicted (the "
-                            "model's own Bayes'-rule label); none (the classifier's raw z1 from f); "
-                            "true: the test labels, which LEAKS them into the embedding (any "
-                            "classifier fitted on it learns the label from the features): for "
-                            "pictures only.")
+_LATENT = research.define_latent_flags()
 _PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
 _SEED = flags.DEFINE_integer("seed", 0, "t-SNE seed.")
 _PROBE_SUBJECTS = flags.DEFINE_integer("probe_subjects", 30, "Training subjects the linear probes "
@@ -34,15 +28,16 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   run, split, batches, info = research.start_on_split(_RUN, _SPLIT)
-  latents = analysis.latent_features(run.model, run.variables, batches(), level=_LEVEL.value,
-                                     labels=_LABELS.value,
+  level, labels = _LATENT.level.value, _LATENT.labels.value
+  latents = analysis.latent_features(run.model, run.variables, batches(), level=level,
+                                     labels=labels,
                                      n_bits=run.config.n_bits)
   embedding = analysis.tsne_embedding(latents["features"], perplexity=_PERPLEXITY.value,
                                       seed=_SEED.value)
-  title = (f"{run.config.dataset} {split}, step {run.step}: t-SNE of latent {_LEVEL.value} "
+  title = (f"{run.config.dataset} {split}, step {run.step}: t-SNE of latent {level} "
            f"({latents['features'].shape[1]} dimensions, {len(embedding)} images)")
-  name = f"tsne_level{_LEVEL.value}" + {"predicted": "", "none": "_unlabelled",
-                                        "true": "_true_labels"}[_LABELS.value]
+  name = f"tsne_level{level}" + {"predicted": "", "none": "_unlabelled",
+                                 "true": "_true_labels"}[labels]
   path = analysis.save_embedding(research.output_path(_RUN, f"{name}.png"), embedding,
                                  latents["label"], info.class_names, latents["subject"], title)
   if not (latents["subject"] != "").any():

@@ -233,7 +233,8 @@ def test_train_loop_writes_checkpoints_samples_metrics_and_resumes_where_it_stop
   assert "bits_per_dim_given_label" in final["train"] and "bits_per_dim" not in final["train"]
   assert writer.scalars[12]["eval/bits_per_dim"] == final["eval"]["bits_per_dim"]
   # log p(x) >= log p(x | y) + log p(y), p(y) = 1/3: the marginal costs at most log2(3)/D more.
-  assert final["eval"]["bits_per_dim"] <= final["eval"]["bits_per_dim_given_label"] + np.log2(3) / 16
+  given_label = final["eval"]["bits_per_dim_given_label"]
+  assert final["eval"]["bits_per_dim"] <= given_label + np.log2(3) / 16
   manager = checkpointing.create_manager(str(tmp_path / "full" / "checkpoints"),
                                          save_interval_steps=4)
   assert manager.all_steps() == [4, 8, 12]

@@ -16,7 +16,8 @@ from flaxflow.analysis.generation import (ClassLatentSums, class_latent_sums, cl
                                           unconditional_samples)
 
 __all__ = [
-    "AblationRow", "ClassLatentSums", "LABEL_SOURCES", "PROTOCOLS", "Folds", "ablation_rows", "array_batches",
+    "AblationRow", "ClassLatentSums", "LABEL_SOURCES", "PROTOCOLS", "Folds", "ablation_rows",
+    "array_batches",
     "class_latent_sums", "class_log_joint", "class_sample_grids", "collect_examples",
     "confusion_matrix", "evaluate", "evaluation_report", "example_scores", "interpolate",
     "latent_features", "make_folds", "map_batches", "markdown_table", "mean_example_metrics",

@@ -63,7 +63,8 @@ def table_rows(latent_accuracies: Mapping[str, float], tsne_accuracies: Mapping[
   """Table I's rows: the flow's own accuracy, then each classifier on the t-SNE embedding and on
   the raw latents."""
   rows = [{"data": "z (latent)", "classifier": flow_name, "accuracy": flow_accuracy}]
-  for data, accuracies in (("t-SNE embeddings", tsne_accuracies), ("z (latent)", latent_accuracies)):
+  for data, accuracies in (("t-SNE embeddings", tsne_accuracies),
+                           ("z (latent)", latent_accuracies)):
     rows += [{"data": data, "classifier": CLASSIFIERS[name], "accuracy": accuracies[name]}
              for name in CLASSIFIERS]
   return rows

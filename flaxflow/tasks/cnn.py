@@ -38,7 +38,8 @@ def create_model(model_config: ml_collections.ConfigDict) -> CNNClassifier:
   try:
     return CNNClassifier(**fields)
   except TypeError as error:
-    raise ValueError(f"model config for 'cnn' has a field the model does not take: {error}") from None
+    raise ValueError(f"model config for 'cnn' has a field the model does not take: "
+                     f"{error}") from None
 
 
 def loss_and_metrics(model: nn.Module, variables: Any, images: Array, labels: Array,
