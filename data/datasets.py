@@ -18,6 +18,10 @@ Names:
   image's ground-truth factors: `identity` float32 (len(IDENTITY_FIELDS),), `intensity`
   float32, `nuisance` float32 (len(NUISANCE_FIELDS),) and `index` int32 (the row of
   `data.synthetic_faces.builder.split_factors`); `label` is the expression class.
+* `face_folders/<size>` (e.g. `face_folders/64`): RGB face crops in `data_dir` laid out as
+  `<label>/<subject>_<anything>.<ext>`, resized to size x size, classes those present (BU-EEG's
+  six: no neutral class), test split a seeded 20% of the subjects (`data.sources.face_folders`;
+  options `test_fraction`, `seed`). Read and decoded on every load.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import tensorflow_datasets as tfds
 
 from data import offline
 from data.emotion_set import builder as emotion_set_builder
+from data.sources import face_folders
 from data.synthetic_faces import builder as synthetic_faces_builder
 from data.tf_cpu import tf
 
@@ -65,23 +70,25 @@ def load(name: str, split: str, data_dir: Optional[str] = None, **options) -> Lo
   """The `split` of dataset `name` as a tf.data.Dataset in the common format, and its info.
 
   Args:
-    name: "digits", "mnist", "cifar10", "emotion_set" with an optional "/48" or "/64", or
-      "synthetic_faces" with an optional "/32", "/48" or "/64".
+    name: "digits", "mnist", "cifar10", "emotion_set" with an optional "/48" or "/64",
+      "synthetic_faces" with an optional "/32", "/48" or "/64", or "face_folders/<size>".
     split: "train", "test", or "validation" where the dataset has one.
     data_dir: where the dataset or its archives are; see the module docstring.
     **options: `download` (bool, default True), for every dataset: whether loading may use the
       network (only mnist and cifar10 ever do, through TFDS; with False a missing archive is
       named at once); `seed`, `subjects` ({split: people}) and `images_per_subject` for
       synthetic_faces (defaults: 0, 120/20/20, 64; see
-      `data.synthetic_faces.builder.make_config`); no other.
+      `data.synthetic_faces.builder.make_config`); `test_fraction` and `seed` for face_folders
+      (defaults 0.2, 0); no other.
   """
   dataset, _, config = name.partition("/")
   data_dir = None if data_dir is None else os.path.expanduser(data_dir)
   if dataset not in _LOADERS:
     raise ValueError(f"name: unknown dataset {name!r}; expected one of digits, mnist, "
                      "cifar10, emotion_set, emotion_set/48, emotion_set/64, synthetic_faces, "
-                     "synthetic_faces/32, synthetic_faces/48, synthetic_faces/64")
-  if config and dataset not in ("emotion_set", "synthetic_faces"):
+                     "synthetic_faces/32, synthetic_faces/48, synthetic_faces/64, "
+                     "face_folders/<size>")
+  if config and dataset not in ("emotion_set", "synthetic_faces", "face_folders"):
     raise ValueError(f"name: {dataset} has no configurations, got {name!r}")
   loader, allowed = _LOADERS[dataset]
   allowed = ("download", *allowed)
@@ -164,6 +171,21 @@ def _load_synthetic_faces(*, name, config, split, data_dir, download=True, **opt
           _info_from_tfds(name, builder.info))
 
 
+def _load_face_folders(*, name, config, split, data_dir, download=True, **options) -> Loaded:
+  del download  # Local files only.
+  if not config or not config.isdigit() or int(config) < 1:
+    raise ValueError(f"name: {name!r}: expected face_folders/<image size>, e.g. face_folders/64")
+  if data_dir is None:
+    raise ValueError(f"{name} reads its images from data_dir: pass --config.data_dir")
+  _check_split(name, split, face_folders.SPLITS)
+  splits, class_names = face_folders.read_splits(data_dir, int(config), **options)
+  examples = splits[split]
+  info = DatasetInfo(name=name, class_names=class_names,
+                     image_shape=tuple(examples["image"].shape[1:]),
+                     num_examples={name: len(part["label"]) for name, part in splits.items()})
+  return _standardize(tf.data.Dataset.from_tensor_slices(examples)), info
+
+
 def _from_arrays(name: str, class_names, splits: offline.Splits, split: str) -> Loaded:
   _check_split(name, split, tuple(splits))
   images, labels = splits[split]
@@ -203,4 +225,5 @@ _LOADERS = {
     "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES), ()),
     "emotion_set": (_load_emotion_set, ()),
     "synthetic_faces": (_load_synthetic_faces, ("seed", "subjects", "images_per_subject")),
+    "face_folders": (_load_face_folders, ("test_fraction", "seed")),
 }

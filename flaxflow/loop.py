@@ -27,7 +27,7 @@ Batch = Mapping[str, Array]
 Metrics = Dict[str, Array]
 # Independent random streams, all derived from the run's seed.
 STREAMS = ("init", "train", "sample", "eval")
-CONSOLE_METRICS = ("loss", "bits_per_dim", "accuracy")
+CONSOLE_METRICS = ("loss", "bits_per_dim", "bits_per_dim_given_label", "accuracy")
 
 
 def stream_key(seed: int, stream: str) -> Array:

@@ -3,8 +3,10 @@
     python -m launch.cross_validate --config=launch/configs/digits_classifier.py --workdir=W \
         --folds=10
 
-Pools every split of the config's dataset, draws folds disjoint by subject (class-stratified where
-the dataset names no subjects; the output says which), trains the config from scratch on each
+Pools every split of the config's dataset, draws folds by --protocol: subject_disjoint (the
+default; class-stratified where the dataset names no subjects), uniform (subject-dependent, the
+classifier paper's 10-fold protocol) or leave_one_subject_out (one fold per subject); the output
+and the JSON say which. Trains the config from scratch on each
 fold's training part into W/fold_<k> (rerunning resumes) and evaluates it on the held-out part.
 Writes W/cross_validation.json (per-fold and mean ± std accuracy) and W/confusion_matrix.png (the
 folds' confusion matrices summed: every example is tested once).
@@ -24,6 +26,11 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf
 _CONFIG = runs.define_config_flag(_DEFAULT_CONFIG, "Training config file.")
 _FOLDS = flags.DEFINE_integer("folds", 10, "Number of folds.")
 _FOLD_SEED = flags.DEFINE_integer("fold_seed", 0, "Seed of the fold assignment.")
+_PROTOCOL = flags.DEFINE_enum("protocol", "subject_disjoint", list(analysis.PROTOCOLS),
+                              "How folds are drawn: subject_disjoint (no subject in both parts; "
+                              "plain stratified folds where the data name no subjects), uniform "
+                              "(stratified over all examples, subject-dependent), "
+                              "leave_one_subject_out (one fold per subject; --folds unused).")
 
 
 def pooled_examples(config) -> tuple:
@@ -43,9 +50,9 @@ def main(argv) -> None:
     raise app.UsageError(f"--config: {config.model.name} with num_classes=0 does not classify")
   examples, info = pooled_examples(config)
   folds = analysis.make_folds(examples["label"], examples["subject"], _FOLDS.value,
-                              _FOLD_SEED.value)
-  print(f"{config.dataset}: {len(examples['label'])} examples, {_FOLDS.value} folds: "
-        f"{folds.scheme}")
+                              _FOLD_SEED.value, _PROTOCOL.value)
+  print(f"{config.dataset}: {len(examples['label'])} examples, protocol {_PROTOCOL.value}, "
+        f"{len(folds.folds)} folds: {folds.scheme}")
   accuracies, matrices = [], []
   for index, (train, test) in enumerate(folds.folds):
     fold_dir = os.path.join(workdir, f"fold_{index}")
@@ -63,12 +70,13 @@ def main(argv) -> None:
           f"{100 * report['accuracy']:.2f}%")
   summary = analysis.summarize(accuracies)
   total = np.sum(matrices, axis=0)
-  line = (f"{_FOLDS.value}-fold accuracy: {100 * summary['mean']:.2f} ± "
+  line = (f"{len(folds.folds)}-fold accuracy: {100 * summary['mean']:.2f} ± "
           f"{100 * summary['std']:.2f}%")
-  print(f"{line} ({folds.scheme})")
+  print(f"{line} (protocol {_PROTOCOL.value}: {folds.scheme})")
   research.write_json(os.path.join(workdir, "cross_validation.json"), {
-      "dataset": config.dataset, "model": config.model.name, "folds": _FOLDS.value,
-      "scheme": folds.scheme, "num_steps": config.num_steps, "batch_size": config.batch_size,
+      "dataset": config.dataset, "model": config.model.name, "folds": len(folds.folds),
+      "protocol": _PROTOCOL.value, "scheme": folds.scheme, "num_steps": config.num_steps,
+      "batch_size": config.batch_size,
       "accuracy_mean": summary["mean"], "accuracy_std": summary["std"],
       "fold_accuracies": summary["folds"], "class_names": list(info.class_names),
       "confusion_matrix": total.tolist()})

@@ -1,8 +1,9 @@
 """Evaluates a trained run: `python -m launch.evaluate --workdir W`.
 
-Bits/dim and mean log-likelihood on the test split (SVD models: on the truncated and the raw
-images), and for class-conditional models the recognition accuracy with a confusion matrix
-(printed and as PNG). Writes W/analysis/evaluation.json and W/analysis/confusion_matrix.png.
+Bits/dim and mean log-likelihood on the test split, each named for what it is: of p(x) (the
+marginal, for class-conditional models) and of p(x | y_true) ("_given_label"); SVD models: of the
+truncated data and ("raw_") of the raw images. And for class-conditional models the recognition
+accuracy with a confusion matrix (printed and as PNG). Writes W/analysis/evaluation.json and W/analysis/confusion_matrix.png.
 """
 
 import jax
@@ -19,9 +20,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the uniform dequantisation nois
 
 
 def format_report(report: dict) -> str:
-  lines = [f"{name}: {report[name]:.4f}" for name in (
-      "bits_per_dim", "log_likelihood_nats", "raw_bits_per_dim", "raw_log_likelihood_nats",
-      "marginal_bits_per_dim", "marginal_log_likelihood_nats", "accuracy") if name in report]
+  likelihoods = [f"{raw}{name}{given}" for given in ("", "_given_label") for raw in ("", "raw_")
+                 for name in ("bits_per_dim", "log_likelihood_nats")]
+  lines = [f"{name}: {report[name]:.4f}" for name in (*likelihoods, "accuracy") if name in report]
   if "confusion_matrix" in report:
     names = report["class_names"]
     width = max(5, *(len(name) for name in names))

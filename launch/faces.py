@@ -64,9 +64,18 @@ def at_bit_depth(images: np.ndarray, n_bits: int) -> np.ndarray:
   return np.asarray(objectives.postprocess(objectives.dequantize(None, images, n_bits), n_bits))
 
 
+def source_labels(run: TrainedModel, images: np.ndarray, labels: np.ndarray,
+                  true_labels: bool) -> np.ndarray:
+  """The labels `images` are encoded with before a transfer: the model's prediction, or (leaking
+  the test label) `labels` themselves when `true_labels`; unconditional models take none."""
+  if true_labels or not run.model.is_class_conditional:
+    return labels
+  return analysis.predict_labels(run.model, run.variables, images, n_bits=run.config.n_bits)
+
+
 def score_transfer(run: TrainedModel, split: str, shifts: Sequence[np.ndarray], *,
                    class_names: Sequence[str], per_class: int, strength: float,
-                   zero_deepest: bool) -> Dict[str, Any]:
+                   zero_deepest: bool, true_source_labels: bool = False) -> Dict[str, Any]:
   """`ground_truth.transfer_scores` of `analysis.transfer_expressions` on the first `per_class`
   images of each class of `split`, with an expression classifier fitted on the training split;
   also the classifier's accuracy on the split's own images, as its reference. Inputs, renders
@@ -77,8 +86,9 @@ def score_transfer(run: TrainedModel, split: str, shifts: Sequence[np.ndarray], 
   examples["image"] = at_bit_depth(examples["image"], n_bits)
   chosen = {key: values[first_per_class(examples["label"], per_class)]
             for key, values in examples.items()}
+  sources = source_labels(run, chosen["image"], chosen["label"], true_source_labels)
   transferred = analysis.transfer_expressions(
-      run.model, run.variables, chosen["image"], chosen["label"], shifts,
+      run.model, run.variables, chosen["image"], sources, shifts,
       n_bits=n_bits, zero_deepest=zero_deepest, strength=strength)
   train, _ = research.split_examples(run.config, "train")
   classifier = ground_truth.fit_expression_classifier(at_bit_depth(train["image"], n_bits),
@@ -93,4 +103,5 @@ def score_transfer(run: TrainedModel, split: str, shifts: Sequence[np.ndarray], 
                           == examples["label"])
   return {"split": split, "step": run.step, "inputs": len(chosen["label"]),
           "strength": strength, "zero_deepest": zero_deepest,
+          "source_labels": "true (leaks)" if true_source_labels else "predicted",
           "classifier_accuracy_on_split": float(real_accuracy), **scores}

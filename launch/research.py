@@ -4,7 +4,7 @@ batches, training runs of their own (cross_validate, ablate), and where outputs 
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Iterator, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import ml_collections
 from absl import flags, logging
@@ -37,6 +37,26 @@ def define_run_flags() -> RunFlags:
       use_ema=flags.DEFINE_bool("use_ema", True, "Use the averaged parameters if kept."),
       output_dir=flags.DEFINE_string("output_dir", None,
                                      "Where outputs go (default: WORKDIR/analysis)."))
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentFlags:
+  """The flags of the tools that read one latent of a trained run (tsne, table1)."""
+  level: flags.FlagHolder
+  labels: flags.FlagHolder
+
+
+def define_latent_flags() -> LatentFlags:
+  """Defines --level and --labels; call once, at import of an entry point."""
+  return LatentFlags(
+      level=flags.DEFINE_integer("level", -1, "Which latent: 0 the shallowest split, -1 the "
+                                 "deepest."),
+      labels=flags.DEFINE_enum(
+          "labels", "predicted", list(analysis.LABEL_SOURCES),
+          "The label class-conditional models encode with: predicted (the model's own "
+          "Bayes'-rule label); none (the classifier's raw z1 from f); true: the test labels, "
+          "which LEAKS them into the features (any classifier fitted on them learns the label "
+          "from there): for pictures only."))
 
 
 Batches = Callable[[], Iterator[dict]]
@@ -74,14 +94,19 @@ def split_examples(config: Any, split: str) -> Tuple[dict, datasets.DatasetInfo]
 
 
 def train_on_examples(config: ml_collections.ConfigDict, examples: dict, workdir: str,
-                      class_names: Tuple[str, ...]) -> flow.TrainState:
+                      class_names: Tuple[str, ...],
+                      eval_examples: Optional[dict] = None) -> flow.TrainState:
   """Trains `config.model` on in-memory `examples` into `workdir` as launch.train would, resuming a
-  run left there; returns the final state."""
+  run left there, evaluating on `eval_examples` (if given) every `config.eval_every` steps and at
+  the end; returns the final state."""
   dataset = tf.data.Dataset.from_tensor_slices({"image": examples["image"],
                                                 "label": examples["label"]})
+  eval_batches = None
+  if eval_examples is not None:
+    eval_batches = lambda: analysis.array_batches(eval_examples, config.eval_batch_size)
   result = runs.train_into_workdir(config, Workdir(workdir), dataset,
                                    image_shape=examples["image"].shape[1:],
-                                   class_names=class_names)
+                                   class_names=class_names, eval_batches=eval_batches)
   if result.stopped_early:
     raise SystemExit(f"stop requested: {workdir} saved its checkpoint; rerun the same command to "
                      "resume")

@@ -37,9 +37,10 @@ def main(argv) -> None:
   if result.stopped_early:
     runs.exit_with_message(runs.EXIT_PREEMPTED, "preempted (SIGTERM) after saving a checkpoint; "
                            "rerun the same command to resume")
-  if result.eval_metrics:
-    logging.info("final %s %s bits/dim: %.4f", config.dataset, config.eval_split,
-                 result.eval_metrics["bits_per_dim"])
+  for name in ("bits_per_dim", "bits_per_dim_given_label"):
+    if name in result.eval_metrics:
+      logging.info("final %s %s %s: %.4f", config.dataset, config.eval_split, name,
+                   result.eval_metrics[name])
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ _SPLIT = flags.DEFINE_string("split", None, "Split the inputs come from (default
                              "eval_split).")
 _INPUTS = flags.DEFINE_list("inputs", None, "Indices of the input images in --split (default: the "
                             "first example of each class).")
-_ZERO_DEEPEST = flags.DEFINE_bool("zero_deepest", False, "Set the deepest latent (z1, or z1' of "
-                                  "the classifier) to zero before decoding.")
+_ZERO_DEEPEST = flags.DEFINE_bool("zero_deepest", False, "Set f's deepest latent z1 to zero before "
+                                  "decoding (every model; the classifier then decodes through f "
+                                  "alone, not through h).")
+_TRUE_SOURCE_LABELS = flags.DEFINE_bool(
+    "true_source_labels", False, "Encode each input with its true test label instead of the "
+    "model's prediction: this LEAKS the test label into the latents being moved.")
 _STRENGTH = flags.DEFINE_float("strength", 1.0, "Multiplies the class shift z̄_c - z̄_other.")
 _PAIRS = flags.DEFINE_list("pairs", None, "Interpolation ends as A:B indices in --split (default: "
                            "each input and the next example of its class).")
@@ -77,13 +81,15 @@ def main(argv) -> None:
   examples = analysis.collect_examples(split_batches())
   chosen = choose_inputs(examples["label"], _INPUTS.value)
   images, labels = examples["image"][chosen], examples["label"][chosen]
-  moved = analysis.transfer_expressions(run.model, run.variables, images, labels,
+  sources = faces.source_labels(run, images, labels, _TRUE_SOURCE_LABELS.value)
+  moved = analysis.transfer_expressions(run.model, run.variables, images, sources,
                                         sums.expression_shifts(), n_bits=n_bits,
                                         zero_deepest=_ZERO_DEEPEST.value,
                                         strength=_STRENGTH.value)
   row_labels = [f"#{index}: {names[label]}" for index, label in zip(chosen, labels)]
-  setting = f"strength {_STRENGTH.value:g}" + (", deepest latent zeroed" if _ZERO_DEEPEST.value
-                                                else "")
+  setting = (f"strength {_STRENGTH.value:g}"
+             + (", z1 zeroed" if _ZERO_DEEPEST.value else "")
+             + (", true source labels (leak)" if _TRUE_SOURCE_LABELS.value else ""))
   written = [analysis.save_image_table(
       research.output_path(_RUN, "transfer.png"), np.concatenate([images[:, None], moved], axis=1),
       row_labels, ["input", *(f"→ {name}" for name in names)],
@@ -104,7 +110,8 @@ def main(argv) -> None:
   if faces.is_synthetic_faces(config.dataset):
     scores = faces.score_transfer(run, split, sums.expression_shifts(), class_names=names,
                                   per_class=_SCORED_PER_CLASS.value, strength=_STRENGTH.value,
-                                  zero_deepest=_ZERO_DEEPEST.value)
+                                  zero_deepest=_ZERO_DEEPEST.value,
+                                  true_source_labels=_TRUE_SOURCE_LABELS.value)
     print(f"against ground truth, {scores['inputs']} inputs of {split} ({setting}); expression "
           f"classifier: {100 * scores['classifier_accuracy_on_split']:.1f}% on {split}'s images")
     print(ground_truth.format_transfer_scores(scores))

@@ -1,8 +1,10 @@
 """t-SNE of a trained run's latents: `python -m launch.tsne --workdir W`.
 
-Embeds one latent per image (default the deepest: z1' = h(z1, y) for the classifier) of the test
-split and writes W/analysis/tsne_level<L>.png, coloured by class and, where the dataset names
-subjects, by subject (`--nouse_labels`: W/analysis/tsne_level<L>_unlabelled.png). Where the
+Embeds one latent per image (default the deepest: z1' = h(z1, ŷ) for the classifier, ŷ its own
+prediction) of the test split and writes W/analysis/tsne_level<L>.png, coloured by class and, where
+the dataset names subjects, by subject (`--labels=none`: the classifier's raw z1,
+tsne_level<L>_unlabelled.png; `--labels=true`, which leaks the test labels into the features:
+tsne_level<L>_true_labels.png). Where the
 training split names subjects it also prints, per latent level, the accuracy of linear probes of
 expression and of subject (launch/probing.py) and writes W/analysis/probes.json.
 """
@@ -15,9 +17,7 @@ from launch import probing, research
 _RUN = research.define_run_flags()
 
 _SPLIT = flags.DEFINE_string("split", None, "Split to embed (default: the run's eval_split).")
-_LEVEL = flags.DEFINE_integer("level", -1, "Which latent: 0 the shallowest split, -1 the deepest.")
-_USE_LABELS = flags.DEFINE_bool("use_labels", True, "Encode with the true labels (the classifier's "
-                                "z1'); --nouse_labels: the classifier's raw z1 from f.")
+_LATENT = research.define_latent_flags()
 _PERPLEXITY = flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
 _SEED = flags.DEFINE_integer("seed", 0, "t-SNE seed.")
 _PROBE_SUBJECTS = flags.DEFINE_integer("probe_subjects", 30, "Training subjects the linear probes "
@@ -28,14 +28,16 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   run, split, batches, info = research.start_on_split(_RUN, _SPLIT)
-  latents = analysis.latent_features(run.model, run.variables, batches(), level=_LEVEL.value,
-                                     use_labels=_USE_LABELS.value,
+  level, labels = _LATENT.level.value, _LATENT.labels.value
+  latents = analysis.latent_features(run.model, run.variables, batches(), level=level,
+                                     labels=labels,
                                      n_bits=run.config.n_bits)
   embedding = analysis.tsne_embedding(latents["features"], perplexity=_PERPLEXITY.value,
                                       seed=_SEED.value)
-  title = (f"{run.config.dataset} {split}, step {run.step}: t-SNE of latent {_LEVEL.value} "
+  title = (f"{run.config.dataset} {split}, step {run.step}: t-SNE of latent {level} "
            f"({latents['features'].shape[1]} dimensions, {len(embedding)} images)")
-  name = f"tsne_level{_LEVEL.value}" + ("" if _USE_LABELS.value else "_unlabelled")
+  name = f"tsne_level{level}" + {"predicted": "", "none": "_unlabelled",
+                                 "true": "_true_labels"}[labels]
   path = analysis.save_embedding(research.output_path(_RUN, f"{name}.png"), embedding,
                                  latents["label"], info.class_names, latents["subject"], title)
   if not (latents["subject"] != "").any():

@@ -113,7 +113,11 @@ def test_classifier_evaluation_uses_its_logits_and_counts_a_confusion_matrix():
   np.testing.assert_allclose(report["accuracy"], np.mean(predictions == data["label"]))
   marginal = np.logaddexp.reduce(np.asarray(logits, np.float64), axis=-1)
   expected = np.mean(objectives.bits_per_dim(marginal, 16, N_BITS))
-  np.testing.assert_allclose(report["marginal_bits_per_dim"], expected, rtol=1e-5)
+  np.testing.assert_allclose(report["bits_per_dim"], expected, rtol=1e-5)
+  given = np.take_along_axis(np.asarray(logits, np.float64) - np.asarray(apply(
+      model, variables, method="class_log_prior")), data["label"][:, None], axis=-1)[:, 0]
+  np.testing.assert_allclose(report["bits_per_dim_given_label"],
+                             np.mean(objectives.bits_per_dim(given, 16, N_BITS)), rtol=1e-5)
   with pytest.raises(ValueError, match="2 names for 3 classes"):
     analysis.evaluate(model, variables, analysis.array_batches(data, 4), n_bits=N_BITS,
                       class_names=["a", "b"])
@@ -124,10 +128,34 @@ def test_svd_models_report_truncated_and_raw_images():
   data = examples(4)
   report = analysis.evaluate(model, variables, analysis.array_batches(data, 4), n_bits=N_BITS)
   x = objectives.dequantize(None, data["image"], N_BITS)
-  raw = apply(model, variables, x, None, method="log_prob", apply_svd=False)
+  raw = apply(model, variables, x, None, method="log_prob")
   np.testing.assert_allclose(report["raw_bits_per_dim"],
                              np.mean(objectives.bits_per_dim(raw, 16, N_BITS)), rtol=1e-5)
+  truncated = objectives.dequantize(None, objectives.truncate_images(data["image"], 1, N_BITS),
+                                    N_BITS)
+  np.testing.assert_allclose(report["bits_per_dim"], np.mean(objectives.bits_per_dim(
+      apply(model, variables, truncated, None, method="log_prob"), 16, N_BITS)), rtol=1e-5)
   assert report["raw_bits_per_dim"] != pytest.approx(report["bits_per_dim"], rel=1e-3)
+
+
+def test_an_svd_model_is_a_density_of_the_truncated_discrete_images():
+  # The same flow with and without svd_rank: the SVD model's loss must be the plain flow's loss
+  # on the truncated n-bit images with fresh dequantisation noise. Truncating after the noise
+  # (the old order) feeds the flow a rank-1 input, a set of measure zero, and gives another value.
+  svd_model, variables = model_and_variables("glow", svd_rank=1)
+  plain_model = build("glow")
+  data = examples(6)
+  rng = jax.random.PRNGKey(3)
+  loss = lambda model, images: jax.jit(lambda v: objectives.loss_and_metrics(
+      model, v, images, None, rng, n_bits=N_BITS)[0])(variables)
+  truncated = objectives.truncate_images(data["image"], 1, N_BITS)
+  np.testing.assert_allclose(loss(svd_model, data["image"]), loss(plain_model, truncated),
+                             rtol=1e-6)
+  x = objectives.model_input(svd_model, rng, data["image"], N_BITS)
+  # Every pixel stays in its bin of the truncated image, with full-rank uniform noise.
+  np.testing.assert_array_equal(objectives.postprocess(x, N_BITS), truncated)
+  singular_values = np.linalg.svd(np.moveaxis(np.asarray(x), -1, 1), compute_uv=False)
+  assert (singular_values[..., 1] > 1e-3).all()
 
 
 def test_confusion_matrix_counts_and_checks_its_input():
@@ -202,6 +230,31 @@ def test_transfer_without_shift_to_the_own_class_gives_the_input_back(name):
   assert not np.array_equal(zeroed, moved)
 
 
+def test_zero_deepest_zeroes_the_classifier_fs_z1_not_its_z1_prime():
+  # z1' = 0 would decode through h⁻¹(0; y), a z1 that differs by class; f's z1 = 0 does not.
+  model, variables = model_and_variables("classifier")
+  data = examples(NUM_CLASSES)
+  latents = apply(model, variables, objectives.dequantize(None, data["image"], N_BITS),
+                  method="encode")[0]
+  shifts = tuple(np.zeros((NUM_CLASSES, *z.shape[1:]), np.float32) for z in latents)
+  zeroed = analysis.transfer_expressions(model, variables, data["image"], data["label"], shifts,
+                                         n_bits=N_BITS, zero_deepest=True)
+  expected = objectives.postprocess(apply(model, variables, latents[:-1] + (
+      jnp.zeros_like(latents[-1]),), method="decode"), N_BITS)
+  for target in range(NUM_CLASSES):
+    np.testing.assert_array_equal(zeroed[:, target], expected)
+
+
+def test_predict_labels_is_bayes_rule_at_the_bin_centres():
+  model, variables = model_and_variables("bplf", num_classes=NUM_CLASSES)
+  data = examples(5)
+  scores = jax.jit(functools.partial(analysis.class_log_joint, model))(
+      variables, objectives.dequantize(None, data["image"], N_BITS))
+  np.testing.assert_array_equal(analysis.predict_labels(model, variables, data["image"],
+                                                        n_bits=N_BITS),
+                                np.argmax(scores, axis=-1))
+
+
 @pytest.mark.parametrize("name", ["bplf", "classifier"])
 def test_interpolation_starts_and_ends_at_the_two_images(name):
   model, variables = model_and_variables(name, **CONDITIONAL.get(name, {}))
@@ -229,14 +282,36 @@ def test_latent_features_flatten_the_chosen_latent_of_every_real_example():
   np.testing.assert_array_equal(features["label"], data["label"])
   np.testing.assert_array_equal(features["subject"], data["subject"])
   raw = analysis.latent_features(model, variables, analysis.array_batches(data, 4), n_bits=N_BITS,
-                                 use_labels=False)
+                                 labels="none")
   assert not np.allclose(raw["features"], features["features"])
+  with pytest.raises(ValueError, match="labels='guess'"):
+    analysis.latent_features(model, variables, analysis.array_batches(data, 4), n_bits=N_BITS,
+                             labels="guess")
   shallow = analysis.latent_features(model, variables, analysis.array_batches(data, 4), level=0,
                                      n_bits=N_BITS)
   assert shallow["features"].shape == (7, 8)  # The first split: 2x2x2.
   with pytest.raises(ValueError, match="level=2"):
     analysis.latent_features(model, variables, analysis.array_batches(data, 4), level=2,
                              n_bits=N_BITS)
+
+
+@pytest.mark.parametrize("name", ["bplf", "classifier"])
+def test_latent_features_do_not_read_the_test_labels_unless_asked(name):
+  # By default the features are encoded with the model's own prediction: relabelling the test
+  # examples changes nothing in them; only labels="true" (the leak) carries the label in.
+  model, variables = model_and_variables(name, **CONDITIONAL.get(name, {}))
+  data = examples(8)
+  relabelled = dict(data, label=(data["label"] + 1) % NUM_CLASSES)
+  features = lambda examples, **kwargs: analysis.latent_features(
+      model, variables, analysis.array_batches(examples, 4), n_bits=N_BITS, **kwargs)
+  default = features(data)
+  np.testing.assert_array_equal(default["features"], features(relabelled)["features"])
+  np.testing.assert_array_equal(default["prediction"], analysis.predict_labels(
+      model, variables, data["image"], n_bits=N_BITS))
+  as_predicted = dict(data, label=default["prediction"])
+  np.testing.assert_allclose(features(as_predicted, labels="true")["features"],
+                             default["features"], rtol=1e-6)
+  assert not np.allclose(features(relabelled, labels="true")["features"], default["features"])
 
 
 def test_tsne_embeds_in_two_dimensions_and_checks_the_perplexity():
@@ -260,6 +335,26 @@ def test_folds_with_subjects_never_share_a_subject_and_test_every_example_once()
   for train, test in folds.folds:
     assert not set(subjects[train]) & set(subjects[test])
     assert len(np.intersect1d(train, test)) == 0
+
+
+def test_uniform_folds_mix_subjects_and_leave_one_subject_out_holds_out_each():
+  labels = np.repeat(np.arange(3), 20)
+  subjects = np.array([f"p{i % 6}" for i in range(60)])
+  uniform = analysis.make_folds(labels, subjects, 5, protocol="uniform")
+  assert "uniform" in uniform.scheme and "subject-dependent" in uniform.scheme
+  assert any(set(subjects[train]) & set(subjects[test]) for train, test in uniform.folds)
+  for _, test in uniform.folds:
+    np.testing.assert_array_equal(np.bincount(labels[test]), [4, 4, 4])
+  loso = analysis.make_folds(labels, subjects, 5, protocol="leave_one_subject_out")
+  assert len(loso.folds) == 6 and "leave-one-subject-out" in loso.scheme
+  assert sorted(np.unique(subjects[test]).item() for _, test in loso.folds) == sorted(
+      set(subjects))
+  for train, test in loso.folds:
+    assert len(train) + len(test) == 60 and subjects[test][0] not in set(subjects[train])
+  with pytest.raises(ValueError, match="protocol='random'"):
+    analysis.make_folds(labels, subjects, 5, protocol="random")
+  with pytest.raises(ValueError, match="60 examples name no subject"):
+    analysis.make_folds(labels, [""] * 60, 5, protocol="leave_one_subject_out")
 
 
 def test_folds_without_subjects_are_stratified_and_say_so():

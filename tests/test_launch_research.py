@@ -16,6 +16,7 @@ TINY = ["--accelerator=cpu", "--config.batch_size=16", "--config.model.steps_per
         "--config.samples_per_class=3"]
 CLASSIFIER_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_classifier.py")
 DIGITS_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_bplf.py")
+CNN_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_cnn.py")
 
 
 def run(module, *flags, expect_success=True):
@@ -51,9 +52,10 @@ def test_evaluate_writes_likelihoods_accuracy_and_a_confusion_matrix(workdir):
   stdout = run("evaluate", f"--workdir={workdir}", "--accelerator=cpu").stdout
   report = read_json(workdir / "analysis" / "evaluation.json")
   assert report["step"] == 4 and report["num_examples"] == 360 and report["split"] == "test"
-  trained = read_json(workdir / "final_metrics.json")["eval"]["bits_per_dim"]
-  assert abs(report["bits_per_dim"] - trained) < 0.05  # Other dequantisation noise, same model.
-  assert report["marginal_bits_per_dim"] > 0 and 0 <= report["accuracy"] <= 1
+  trained = read_json(workdir / "final_metrics.json")["eval"]
+  for name in ("bits_per_dim", "bits_per_dim_given_label"):  # Marginal and given the label.
+    assert abs(report[name] - trained[name]) < 0.05  # Other dequantisation noise, same model.
+  assert "bits_per_dim_given_label:" in stdout and 0 <= report["accuracy"] <= 1
   matrix = np.array(report["confusion_matrix"])
   assert matrix.shape == (10, 10) and matrix.sum() == 360
   assert report["accuracy"] == pytest.approx(np.trace(matrix) / 360)
@@ -103,15 +105,36 @@ def test_cross_validation_reports_mean_and_std_over_folds(tmp_path):
   assert summary["accuracy_mean"] == pytest.approx(np.mean(summary["fold_accuracies"]), abs=1e-6)
   assert np.array(summary["confusion_matrix"]).sum() == 1797  # Every digit tested once.
   assert "class-stratified" in summary["scheme"] and "2-fold accuracy" in stdout
+  assert summary["protocol"] == "subject_disjoint" and "protocol subject_disjoint" in stdout
   for fold in (0, 1):
     assert read_json(tmp_path / f"fold_{fold}" / "evaluation.json")["fold"] == fold
   png_size(tmp_path / "confusion_matrix.png")
 
 
 @pytest.mark.slow
+def test_table1_rows_of_the_flow_the_sklearn_classifiers_and_the_cnn(workdir, tmp_path):
+  cnn = tmp_path / "cnn"
+  run("train", f"--workdir={cnn}", f"--config={CNN_CONFIG}", "--accelerator=cpu",
+      "--config.num_steps=4", "--config.checkpoint_every=4", "--config.batch_size=16",
+      "--config.model.widths=(4, 8)", "--config.model.dense_width=8",
+      "--config.eval_batch_size=120")
+  stdout = run("table1", f"--workdir={workdir}", "--accelerator=cpu", "--max_train=150",
+               "--perplexity=10", f"--cnn_workdir={cnn}", f"--output_dir={tmp_path}").stdout
+  summary = read_json(tmp_path / "table1.json")
+  rows = summary["rows"]
+  assert summary["labels"] == "predicted" and summary["train_examples"] == 150
+  assert [row["data"] for row in rows] == ["z (latent)"] + ["t-SNE embeddings"] * 4 + [
+      "z (latent)"] * 4 + ["images"]
+  assert all(0 <= row["accuracy"] <= 1 for row in rows)
+  assert rows[-1]["accuracy"] == read_json(cnn / "final_metrics.json")["eval"]["accuracy"]
+  assert "| t-SNE embeddings | Random Forest |" in stdout
+  assert (tmp_path / "table1.md").read_text().startswith("digits: fitted on 150 training images")
+
+
+@pytest.mark.slow
 def test_ablation_table_and_rerun_reads_finished_rows_back(tmp_path):
   flags = [f"--workdir={tmp_path}", "--rows=glow,bplf_3x3_svd", *TINY, "--config.num_steps=2",
-           "--config.checkpoint_every=2"]
+           "--config.checkpoint_every=2", "--config.eval_every=1"]
   run("ablate", *flags)
   table = (tmp_path / "ablation.md").read_text()
   assert "Command: `python -m launch.ablate --workdir=" in table
@@ -122,6 +145,13 @@ def test_ablation_table_and_rerun_reads_finished_rows_back(tmp_path):
   rerun = run("ablate", *flags)
   assert "step 1/2" not in rerun.stderr  # Nothing trained again.
   assert (tmp_path / "ablation.md").read_text() == table
+  # Fig. 7 from the rows' TensorBoard logs: the test bits/dim of steps 1 and 2.
+  curves = run("plot_curves", f"--workdir={tmp_path}", "--smoothing=0").stdout
+  assert "Glow: eval/bits_per_dim at 2 steps, last" in curves
+  last = float(curves.split("Glow: eval/bits_per_dim at 2 steps, last ")[1].split()[0])
+  assert last == pytest.approx(read_json(tmp_path / "glow" / "ablation_row.json")[
+      "bits_per_dim"], abs=0.05)  # The final evaluation, with other dequantisation noise.
+  assert png_size(tmp_path / "nll_curves.png")[0] > 300
 
 
 def test_a_workdir_without_a_run_is_a_clear_error(tmp_path):

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flaxflow import objectives
+from flaxflow import models, objectives
 
 
 @pytest.mark.parametrize("n_bits", [8, 5])
@@ -26,3 +26,54 @@ def test_bits_per_dim_of_a_uniform_density_is_n_bits():
 def test_bad_n_bits_is_rejected():
   with pytest.raises(ValueError, match="n_bits=9"):
     objectives.dequantize(None, jnp.zeros((1, 2, 2, 1), jnp.uint8), 9)
+
+
+def test_truncate_images_truncates_the_integer_image_and_requantises():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, 6, 6, 2)).astype(np.uint8)
+  n_bits = 4
+  truncated = np.asarray(objectives.truncate_images(images, 2, n_bits))
+  bins = truncated >> (8 - n_bits)
+  assert truncated.dtype == np.uint8 and bins.min() >= 0 and bins.max() < 2 ** n_bits
+  np.testing.assert_array_equal(truncated, bins << (8 - n_bits))  # On the n-bit grid.
+  integer = (images >> (8 - n_bits)).astype(np.float64)
+  u, s, vt = np.linalg.svd(np.moveaxis(integer, -1, 1), full_matrices=False)
+  expected = np.moveaxis(np.einsum("...ik,...k,...kj->...ij", u[..., :2], s[..., :2],
+                                   vt[..., :2, :]), 1, -1)
+  np.testing.assert_array_equal(bins, np.clip(np.round(expected), 0, 2 ** n_bits - 1))
+  full = np.asarray(objectives.truncate_images(images, 6, n_bits))
+  np.testing.assert_array_equal(full, (images >> (8 - n_bits)) << (8 - n_bits))
+
+
+def test_zero_deepest_weight_adds_the_error_of_decoding_with_z1_zeroed():
+  model = models.create({"name": "glow", "image_shape": (4, 4, 1), "num_classes": 2, "levels": 2,
+                         "steps_per_level": 1, "width": 4})
+  images = np.random.default_rng(0).integers(0, 256, (4, 4, 4, 1)).astype(np.uint8)
+  labels = jnp.array([0, 1, 0, 1])
+  rng = jax.random.PRNGKey(1)
+  x = objectives.dequantize(rng, images, 8)
+  variables = model.init(rng, x, labels, method="log_prob")
+  plain, _ = objectives.loss_and_metrics(model, variables, images, labels, rng)
+  loss, metrics = objectives.loss_and_metrics(model, variables, images, labels, rng,
+                                              zero_deepest_weight=2.0)
+  latents, _ = model.apply(variables, x, labels, method="encode")
+  decoded = model.apply(variables, latents[:-1] + (jnp.zeros_like(latents[-1]),), labels,
+                        method="decode")
+  error = np.mean(np.square(np.asarray(decoded) - np.asarray(x)))
+  assert error > 1e-4  # z1 carries part of the image: zeroing it costs something.
+  np.testing.assert_allclose(metrics["zeroed_z1_error"], error, rtol=1e-4)
+  np.testing.assert_allclose(loss, plain + 2.0 * error, rtol=1e-5)
+  np.testing.assert_allclose(metrics["loss"], loss)
+
+
+def test_the_classifiers_zeroed_decoding_zeroes_fs_z1():
+  model = models.create({"name": "classifier", "image_shape": (4, 4, 1), "num_classes": 3,
+                         "levels": 2, "steps_per_level": 1, "width": 4, "h_steps": 1,
+                         "h_width": 4})
+  x = objectives.dequantize(jax.random.PRNGKey(0), np.full((2, 4, 4, 1), 90, np.uint8), 8)
+  variables = model.init(jax.random.PRNGKey(2), x, method="class_logits")
+  latents, _ = model.apply(variables, x, method="encode")  # f's latents: no labels, no h.
+  expected = model.apply(variables, latents[:-1] + (jnp.zeros_like(latents[-1]),),
+                         method="decode")
+  np.testing.assert_allclose(model.apply(variables, x, jnp.array([0, 2]),
+                                         method="decode_without_deepest"), expected, atol=1e-6)

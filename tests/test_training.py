@@ -221,7 +221,14 @@ def test_train_loop_writes_checkpoints_samples_metrics_and_resumes_where_it_stop
   assert sorted(os.listdir(tmp_path / "full" / "samples")) == ["step_0000006.png",
                                                                 "step_0000012.png"]
   final = json.loads((tmp_path / "full" / "final_metrics.json").read_text())
-  assert final["step"] == 12 and set(final["eval"]) == {"loss", "bits_per_dim"}
+  # A class-conditional model names both likelihoods: p(x | y_true) and the marginal p(x).
+  assert final["step"] == 12 and set(final["eval"]) == {"loss", "bits_per_dim_given_label",
+                                                        "bits_per_dim", "accuracy"}
+  assert "bits_per_dim_given_label" in final["train"] and "bits_per_dim" not in final["train"]
+  assert writer.scalars[12]["eval/bits_per_dim"] == final["eval"]["bits_per_dim"]
+  # log p(x) >= log p(x | y) + log p(y), p(y) = 1/3: the marginal costs at most log2(3)/D more.
+  given_label = final["eval"]["bits_per_dim_given_label"]
+  assert final["eval"]["bits_per_dim"] <= given_label + np.log2(3) / 16
   manager = checkpointing.create_manager(str(tmp_path / "full" / "checkpoints"),
                                          save_interval_steps=4)
   assert manager.all_steps() == [4, 8, 12]

@@ -55,7 +55,8 @@ def ablation_rows(base_model: Mapping[str, Any], svd_rank: int,
 
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
   """Rows {"label", "parameters", "bits_per_dim", "raw_bits_per_dim" (SVD rows), "seconds"}."""
-  lines = ["| method | parameters | test bits/dim (model input) | test bits/dim (raw images) "
+  lines = ["| method | parameters | test bits/dim (the model's data: SVD rows truncated) "
+           "| test bits/dim (raw images) "
            "| training time |",
            "|---|---|---|---|---|"]
   for result in results:

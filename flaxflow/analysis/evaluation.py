@@ -5,6 +5,11 @@ Log-likelihoods are of the discrete n-bit images: the dequantised density minus 
 (a lower bound, `flaxflow.objectives`), in nats per image. A class-conditional model is also a
 classifier by Bayes' rule, argmax_y log p(x | y) + log p(y): the conditional-Glow classifier with
 its learned p(y), the class-conditional Glow and BPLF with a uniform p(y).
+
+Every name says which likelihood it is: "bits_per_dim" / "log_likelihood_nats" are of p(x) (for a
+class-conditional model the marginal, log sum_y p(x | y) p(y)); "..._given_label" are of
+p(x | y_true). For an SVD model they are of the truncated data (what the model is a density of)
+and "raw_..." the same model on the untruncated images.
 """
 
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
@@ -21,20 +26,16 @@ Array = jax.Array
 LossFn = Callable[..., Tuple[Array, Dict[str, Array]]]
 
 
-def class_log_joint(model: nn.Module, variables: Any, x: Array) -> Array:
-  """log p(x | y=i) + log p(y=i) for every class i, shape (B, num_classes)."""
-  if model.is_classifier:
-    return model.apply(variables, x, method="class_logits")
-  num_classes = model.num_classes
-  if not num_classes:
-    raise ValueError(f"{type(model).__name__} is not class-conditional (num_classes=0): it has no "
-                     "class scores")
-  batch = x.shape[0]
-  # Every class at once: the batch repeated once per class, the classes along the batch axis.
-  classes = jnp.repeat(jnp.arange(num_classes), batch)
-  log_prob = model.apply(variables, jnp.tile(x, (num_classes, 1, 1, 1)), classes,
-                         method="log_prob")
-  return log_prob.reshape(num_classes, batch).T - np.log(num_classes)
+class_log_joint = objectives.class_log_joint
+
+
+def predict_labels(model: nn.Module, variables: Any, images: np.ndarray, *,
+                   n_bits: int) -> np.ndarray:
+  """The model's own labels of uint8 `images` by Bayes' rule (argmax of `class_log_joint`, at the
+  bin centres): what research tools condition on in place of test labels, which would leak."""
+  predict = jax.jit(lambda variables, images: jnp.argmax(class_log_joint(
+      model, variables, objectives.model_input(model, None, images, n_bits)), axis=-1))
+  return np.asarray(predict(variables, jnp.asarray(images))).astype(np.int32)
 
 
 def example_scores(model: nn.Module, variables: Any, images: Array, labels: Array,
@@ -42,14 +43,16 @@ def example_scores(model: nn.Module, variables: Any, images: Array, labels: Arra
   """Per-example log-densities (nats) of dequantised `images` and, if conditional, class scores.
 
   "log_prob": log p(x), or log p(x | label) for a class-conditional model; for an SVD model of the
-  truncated image, and then also "raw_log_prob" of the image as it is. "class_log_joint": see
+  image truncated on its discrete values (`objectives.model_input`), and then also "raw_log_prob"
+  of the image as it is, with the same dequantisation noise. "class_log_joint": see
   `class_log_joint`.
   """
-  x = objectives.dequantize(rng, images, n_bits)
+  x = objectives.model_input(model, rng, images, n_bits)
   labels = model.conditioning_labels(labels)
   scores = {"log_prob": model.apply(variables, x, labels, method="log_prob")}
   if model.truncates_input:
-    scores["raw_log_prob"] = model.apply(variables, x, labels, apply_svd=False, method="log_prob")
+    raw = objectives.model_input(model, rng, images, n_bits, raw=True)
+    scores["raw_log_prob"] = model.apply(variables, raw, labels, method="log_prob")
   if model.is_class_conditional:
     scores["class_log_joint"] = class_log_joint(model, variables, x)
   return scores
@@ -78,12 +81,15 @@ def score_examples(model: nn.Module, variables: Any, batches: Iterable[batches_l
   return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def likelihood_metrics(log_prob: np.ndarray, num_dims: int, n_bits: int) -> Dict[str, float]:
-  """Mean bits/dim and mean discrete log-likelihood (nats per image) from log-densities."""
+def likelihood_metrics(log_prob: np.ndarray, num_dims: int, n_bits: int,
+                       suffix: str = "") -> Dict[str, float]:
+  """Mean bits/dim and mean discrete log-likelihood (nats per image) from log-densities, named
+  "bits_per_dim<suffix>" and "log_likelihood_nats<suffix>"."""
   log_prob = np.asarray(log_prob, np.float64)
   bits = objectives.bits_per_dim(log_prob, num_dims, n_bits)
-  return {"bits_per_dim": float(np.mean(bits)),
-          "log_likelihood_nats": float(np.mean(log_prob - num_dims * n_bits * np.log(2.0)))}
+  return {f"bits_per_dim{suffix}": float(np.mean(bits)),
+          f"log_likelihood_nats{suffix}": float(np.mean(log_prob
+                                                        - num_dims * n_bits * np.log(2.0)))}
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -112,16 +118,17 @@ def recognition_metrics(class_log_joint_scores: np.ndarray, labels: np.ndarray,
 def evaluation_report(scores: Dict[str, np.ndarray], *, num_dims: int, n_bits: int,
                       class_names: Sequence[str] = ()) -> Dict[str, Any]:
   """The JSON-able summary of `score_examples`' output (see `evaluate`)."""
+  conditional = "class_log_joint" in scores
+  suffix = "_given_label" if conditional else ""
   report = {"num_examples": int(len(scores["log_prob"])),
-            **likelihood_metrics(scores["log_prob"], num_dims, n_bits)}
+            **likelihood_metrics(scores["log_prob"], num_dims, n_bits, suffix)}
   if "raw_log_prob" in scores:
     report.update({f"raw_{name}": value for name, value in
-                   likelihood_metrics(scores["raw_log_prob"], num_dims, n_bits).items()})
-  if "class_log_joint" in scores:
+                   likelihood_metrics(scores["raw_log_prob"], num_dims, n_bits, suffix).items()})
+  if conditional:
     log_joint = np.asarray(scores["class_log_joint"], np.float64)
     marginal = np.logaddexp.reduce(log_joint, axis=-1)
-    report.update({f"marginal_{name}": value for name, value in
-                   likelihood_metrics(marginal, num_dims, n_bits).items()})
+    report.update(likelihood_metrics(marginal, num_dims, n_bits))
     report.update(recognition_metrics(log_joint, scores["label"], class_names))
   return report
 
@@ -131,10 +138,12 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Bat
              mesh: Optional[jax.sharding.Mesh] = None) -> Dict[str, Any]:
   """Likelihood and, for class-conditional models, recognition metrics over `batches`.
 
-  Keys: num_examples, bits_per_dim, log_likelihood_nats (given the true label for class-conditional
-  models); for SVD models raw_bits_per_dim, raw_log_likelihood_nats on the untruncated images; for
-  class-conditional models marginal_bits_per_dim, marginal_log_likelihood_nats (log p(x) summed
-  over the classes), accuracy, class_recall, confusion_matrix (rows: true class) and class_names.
+  Keys: num_examples, bits_per_dim, log_likelihood_nats (of p(x): for class-conditional models
+  the marginal, log p(x) = log sum_y p(x | y) p(y)); for class-conditional models also
+  bits_per_dim_given_label, log_likelihood_nats_given_label (log p(x | y_true)), accuracy,
+  class_recall, confusion_matrix (rows: true class) and class_names. SVD models: the likelihood
+  keys are of the truncated data, and raw_bits_per_dim[_given_label],
+  raw_log_likelihood_nats[_given_label] of the untruncated images.
   """
   scores = score_examples(model, variables, batches, n_bits=n_bits, rng=rng, mesh=mesh)
   num_dims = int(np.prod(model.image_shape))

@@ -11,7 +11,8 @@ _DPI = 100
 _MAX_LEGEND_ENTRIES = 20
 
 
-def _save(figure: Figure, path: str) -> str:
+def save_figure(figure: Figure, path: str) -> str:
+  """Writes `figure` as PNG at `path`, its folder created."""
   folder = os.path.dirname(path)
   if folder:
     os.makedirs(folder, exist_ok=True)
@@ -41,7 +42,7 @@ def save_confusion_matrix(path: str, matrix: np.ndarray, class_names: Sequence[s
   axes.set_xlabel("predicted class")
   axes.set_ylabel("true class (examples)")
   axes.set_title(title or "confusion matrix (% of each true class)", fontsize=9)
-  return _save(figure, path)
+  return save_figure(figure, path)
 
 
 def _scatter_by(axes, embedding: np.ndarray, values: np.ndarray, names: Sequence[str],
@@ -78,7 +79,7 @@ def save_embedding(path: str, embedding: np.ndarray, labels: np.ndarray,
     _scatter_by(panels[1], embedding, index, shown, f"by subject ({len(names)})")
   if title:
     figure.suptitle(title, fontsize=10)
-  return _save(figure, path)
+  return save_figure(figure, path)
 
 
 def save_image_table(path: str, images: np.ndarray, row_labels: Sequence[str],
@@ -108,4 +109,4 @@ def save_image_table(path: str, images: np.ndarray, row_labels: Sequence[str],
         axes.set_ylabel(row_labels[row], fontsize=8, rotation=0, ha="right", va="center")
   if title:
     figure.suptitle(title, fontsize=9)
-  return _save(figure, path)
+  return save_figure(figure, path)

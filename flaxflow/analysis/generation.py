@@ -4,9 +4,16 @@ interpolation.
 Expression transfer follows the flow-latent expression recognition paper (section IV-D): with the
 class-mean latents over a training set, an image's latents z move to z + (z̄_c - z̄_other), where
 z̄_other is the mean over the examples of every other class, and are decoded. Latents come from
-`encode` with the image's own label for class-conditional models (for the classifier: f's latents
-with z_1 replaced by z_1' = h(z_1, y)), and are decoded with the target label, so both the latent
-shift and the model's conditioning move the image towards class c.
+`encode` with a source label for class-conditional models (for the classifier: f's latents with
+z_1 replaced by z_1' = h(z_1, y)), and are decoded with the target label, so both the latent
+shift and the model's conditioning move the image towards class c. The source label is the
+caller's: the research tools pass the model's own prediction (`evaluation.predict_labels`), since
+a test image's true label is not something a recogniser may read.
+
+Which latents the classifier moves: f's split-off latents z_L..z_2 and z_1' = h(z_1, y_source),
+decoded through h⁻¹(·; y_target) and f⁻¹. With `zero_deepest` (the paper's cleaner faces, IV-D)
+f's own z_1 is set to zero, for every model: the classifier then decodes the moved z_L..z_2 with
+z_1 = 0 through f⁻¹ alone, and Glow and BPLF their moved latents with z_1 = 0 and the target label.
 """
 
 import dataclasses
@@ -79,7 +86,7 @@ def unconditional_samples(model: nn.Module, variables: Any, rng: Array, *, rows:
 def _encode(model: nn.Module, variables: Any, images: Array, labels: Array,
             n_bits: int) -> Latents:
   """Latents of uint8 `images` at their bin centres (deterministic), with their labels if needed."""
-  x = objectives.dequantize(None, images, n_bits)
+  x = objectives.model_input(model, None, images, n_bits)
   latents, _ = model.apply(variables, x, model.conditioning_labels(labels), method="encode")
   return latents
 
@@ -141,10 +148,14 @@ def transfer_expressions(model: nn.Module, variables: Any, images: np.ndarray,
                          zero_deepest: bool = False, strength: float = 1.0) -> np.ndarray:
   """uint8 (B, classes, H, W, C): each image moved to every class c by z + strength * shift_c.
 
-  `shifts` from `ClassLatentSums.expression_shifts`. `zero_deepest` sets the deepest latent (z_1,
-  or z_1' for the classifier) to zero before decoding, as the paper does for cleaner faces.
+  `labels` are the source labels the images are encoded with (see the module's docstring), and
+  `shifts` from `ClassLatentSums.expression_shifts`. `zero_deepest` sets f's deepest latent z_1
+  to zero before decoding, as the paper does for cleaner faces (the classifier's h is then not
+  used: its z_1' would decode to a class-dependent z_1 = h⁻¹(0; y) ≠ 0).
   """
   num_classes = shifts[0].shape[0]
+  # The classifier's decode without labels takes latents[-1] as f's z_1 itself.
+  decode_with_targets = not (zero_deepest and model.is_classifier)
 
   @jax.jit
   def run(variables, images, labels, shifts):
@@ -154,7 +165,7 @@ def transfer_expressions(model: nn.Module, variables: Any, images: np.ndarray,
              for z, shift in zip(latents, shifts)]
     if zero_deepest:
       moved[-1] = jnp.zeros_like(moved[-1])
-    targets = jnp.repeat(jnp.arange(num_classes), batch)
+    targets = jnp.repeat(jnp.arange(num_classes), batch) if decode_with_targets else None
     decoded = _decode(model, variables, tuple(moved), targets, n_bits)
     return jnp.swapaxes(decoded.reshape(num_classes, batch, *images.shape[1:]), 0, 1)
 

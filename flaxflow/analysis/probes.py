@@ -54,7 +54,8 @@ def latent_probes(model: nn.Module, variables: Any, examples: Mapping[str, np.nd
   """Per latent level (shallowest first), the probe accuracies of the expression ("label") and
   of the subject from the flattened latent of in-memory `examples` ("image", "label",
   "subject"), each subject's images split by `held_out_within_groups`. Latents are encoded as
-  `embedding.latent_features` does, with each image's label."""
+  `embedding.latent_features` does, with the model's predicted label (the true one would put the
+  expression into the features the expression probe reads)."""
   subjects = np.asarray(examples["subject"])
   test = held_out_within_groups(subjects, test_fraction, seed)
   rows = []

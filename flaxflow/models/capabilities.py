@@ -21,7 +21,8 @@ class ModelCapabilities:
   image_shape: Tuple[int, ...]
   num_classes: int
   is_classifier: ClassVar[bool] = False
-  svd_rank: Optional[int] = None  # The rank its input is truncated to (None: used as it is).
+  # The rank its data are truncated to, on the discrete image (None: used as they are).
+  svd_rank: Optional[int] = None
 
   @property
   def is_class_conditional(self) -> bool:
@@ -29,7 +30,7 @@ class ModelCapabilities:
 
   @property
   def truncates_input(self) -> bool:
-    """Whether the model sees its input SVD-truncated (not part of the bijection)."""
+    """Whether the model is of SVD-truncated data (`flaxflow.objectives.model_input`)."""
     return self.svd_rank is not None
 
   def conditioning_labels(self, labels: Labels) -> Optional[Labels]:

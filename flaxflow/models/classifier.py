@@ -108,6 +108,11 @@ class ConditionalGlowClassifier(ModelCapabilities, nn.Module):
       z1, _ = self.conditional_flow.inverse_and_log_det(z1, self._one_hot(labels))
     return self.flow.decode_levels(z1, None, lambda level, h: latents[level])
 
+  def decode_without_deepest(self, x: Array, labels: Optional[Array] = None) -> Array:
+    """`x` through f with f's own z_1 (not z_1') set to zero; h and the labels play no part."""
+    del labels
+    return self.flow.decode_without_deepest(x)
+
   def sample(self, rng: Array, num_samples: int, labels: Optional[Array] = None,
              temperature: float = 1.0) -> Array:
     """Images of the given classes (drawn from p(y) when labels is None)."""

@@ -18,7 +18,6 @@ from flaxflow.bijectors import Bijector, Squeeze
 from flaxflow.distributions import SplitPrior, TopPrior, gaussian_log_prob, gaussian_sample
 from flaxflow.models.capabilities import ModelCapabilities
 from flaxflow.models.step_stack import StepStack
-from flaxflow.preprocessing import svd_truncate
 
 Array = jax.Array
 Latents = Tuple[Array, ...]
@@ -49,6 +48,8 @@ class MultiscaleFlow(ModelCapabilities, nn.Module):
   levels: int = 3
   steps_per_level: int = 8
   condition_steps: bool = False
+  # The data are SVD-truncated to this rank on the discrete image, before dequantisation
+  # (`flaxflow.objectives.model_input`): the model is a density of the truncated data.
   svd_rank: Optional[int] = None
   gradient: str = "plain"
   scan_unroll: int = 1
@@ -80,12 +81,6 @@ class MultiscaleFlow(ModelCapabilities, nn.Module):
 
   def _step_cond(self, cond):
     return cond if self.condition_steps else None
-
-  def preprocess(self, x: Array, apply_svd: bool = True) -> Array:
-    """SVD truncation of the input when the model has `svd_rank` (not part of the bijection)."""
-    if apply_svd and self.svd_rank is not None:
-      return svd_truncate(x, rank=self.svd_rank)
-    return x
 
   def encode_levels(self, x: Array, cond: Optional[Array]):
     """Runs the levels on `x`: (latents, log_det, log-prob of the split-off latents)."""
@@ -124,23 +119,29 @@ class MultiscaleFlow(ModelCapabilities, nn.Module):
 
   # The public API: each method works with `model.apply(variables, ..., method=...)`.
 
-  def log_prob(self, x: Array, labels: Optional[Array] = None, apply_svd: bool = True) -> Array:
+  def log_prob(self, x: Array, labels: Optional[Array] = None) -> Array:
     """Per-example log-density in nats of continuous inputs `x` (B, H, W, C)."""
     cond = self.one_hot(labels)
-    latents, log_det, split_log_prob = self.encode_levels(self.preprocess(x, apply_svd), cond)
+    latents, log_det, split_log_prob = self.encode_levels(x, cond)
     mean, log_scale = self.top_prior(x.shape[0], cond)
     return split_log_prob + gaussian_log_prob(latents[-1], mean, log_scale) + log_det
 
-  def encode(self, x: Array, labels: Optional[Array] = None,
-             apply_svd: bool = True) -> Tuple[Latents, Array]:
+  def encode(self, x: Array, labels: Optional[Array] = None) -> Tuple[Latents, Array]:
     """All per-level latents (shallowest first) and the log-det of the whole flow."""
-    latents, log_det, _ = self.encode_levels(self.preprocess(x, apply_svd), self.one_hot(labels))
+    latents, log_det, _ = self.encode_levels(x, self.one_hot(labels))
     return latents, log_det
 
   def decode(self, latents: Latents, labels: Optional[Array] = None) -> Array:
     """The image whose encoding is `latents`."""
     cond = self.one_hot(labels)
     return self.decode_levels(latents[-1], cond, lambda level, h: latents[level])
+
+  def decode_without_deepest(self, x: Array, labels: Optional[Array] = None) -> Array:
+    """`x` encoded, its deepest latent z_1 set to zero, and decoded."""
+    cond = self.one_hot(labels)
+    latents, _, _ = self.encode_levels(x, cond)
+    return self.decode_levels(jnp.zeros_like(latents[-1]), cond,
+                              lambda level, h: latents[level])
 
   def sample(self, rng: Array, num_samples: int, labels: Optional[Array] = None,
              temperature: float = 1.0) -> Array:

@@ -15,10 +15,10 @@ from typing import Optional
 import jax
 import ml_collections
 
-from flaxflow.tasks import flow
+from flaxflow.tasks import cnn, flow
 from flaxflow.workdir import Workdir
 
-FAMILIES = (flow,)
+FAMILIES = (flow, cnn)
 
 
 def family_of(config: ml_collections.ConfigDict) -> ModuleType:

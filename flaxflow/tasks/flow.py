@@ -7,6 +7,7 @@ parameter, with an optional average of the parameters (EMA) that samples and eva
 """
 
 import functools
+import math
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import flax
@@ -49,17 +50,20 @@ class TrainState:
     return {"params": params, **self.fixed_variables}
 
 
-def make_loss_fn(config: ml_collections.ConfigDict) -> LossFn:
-  """`loss_fn(model, variables, images, labels, rng) -> (loss, metrics)` for `config`."""
+def make_loss_fn(config: ml_collections.ConfigDict, with_marginal: bool = False) -> LossFn:
+  """`loss_fn(model, variables, images, labels, rng) -> (loss, metrics)` for `config`;
+  `with_marginal` adds a class-conditional flow's marginal bits/dim (`loss_and_metrics`)."""
   return functools.partial(objectives.loss_and_metrics, n_bits=config.n_bits,
-                           class_loss_weight=config.class_loss_weight)
+                           class_loss_weight=config.class_loss_weight,
+                           zero_deepest_weight=config.get("zero_deepest_weight", 0.0),
+                           with_marginal=with_marginal)
 
 
 def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, batch: Batch,
                        rng: Array, *, n_bits: int, use_ema: bool) -> TrainState:
   """A fresh state; ActNorm layers initialise from this (dequantised) batch."""
   noise_rng, params_rng = jax.random.split(rng)
-  x = objectives.dequantize(noise_rng, batch["image"], n_bits)
+  x = objectives.model_input(model, noise_rng, batch["image"], n_bits)
   variables = model.init({"params": params_rng}, x, model.conditioning_labels(batch["label"]),
                          method="log_prob")
   variables = dict(variables)
@@ -108,6 +112,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   config_checks.in_interval(config, "n_bits", 1, 9)
   config_checks.in_interval(config, "ema_decay", 0, 1)
   config_checks.positive_finite(config, "sample_temperature")
+  if "zero_deepest_weight" in config:
+    config_checks.in_interval(config, "zero_deepest_weight", 0, math.inf)
 
 
 def check_eval_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
@@ -145,6 +151,7 @@ class FlowTask:
     self.optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)
     self.schedule = optimization.learning_rate_schedule(config.optimizer, config.num_steps)
     self.loss_fn = make_loss_fn(config)
+    self.eval_loss_fn = make_loss_fn(config, with_marginal=True)
 
   def init_state(self, batch: Batch, rng: Array) -> TrainState:
     return create_train_state(self.model, self.optimizer, batch, rng, n_bits=self.config.n_bits,
@@ -170,9 +177,10 @@ class FlowTask:
       images.save_image_grid(workdir.sample_grid_file(step), grid, row_labels)
 
   def evaluate_held_out(self, state: TrainState, step: int, writer: Any) -> Dict[str, float]:
-    """Mean loss metrics on `eval_batches`, logged and written as "eval/<name>"."""
+    """Mean loss metrics on `eval_batches`, logged and written as "eval/<name>": "bits_per_dim"
+    of p(x) and, for class-conditional models, "bits_per_dim_given_label" and "accuracy"."""
     metrics = evaluation.mean_example_metrics(
-        self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.loss_fn,
+        self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.eval_loss_fn,
         mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
     logging.info("step %d evaluation: %s", step,
                  " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
@@ -200,11 +208,12 @@ class FlowTask:
 
 
 def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoint_dir: str,
-                  step: Optional[int] = None,
-                  mesh: Optional[jax.sharding.Mesh] = None) -> TrainState:
-  """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`."""
+                  step: Optional[int] = None, mesh: Optional[jax.sharding.Mesh] = None,
+                  task_class: type = None) -> TrainState:
+  """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`;
+  `task_class` (default `FlowTask`, or a subclass of it) makes the state's structure."""
   mesh = parallel.make_mesh() if mesh is None else mesh
-  task = FlowTask(config, model, mesh)
+  task = (task_class or FlowTask)(config, model, mesh)
   batch = {"image": jnp.zeros((mesh.size, *model.image_shape), jnp.uint8),
            "label": jnp.zeros((mesh.size,), jnp.int32)}
   abstract_state = checkpointing.abstract_state(task.init_state,
@@ -214,7 +223,9 @@ def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoin
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
-                 mesh: Optional[jax.sharding.Mesh] = None) -> TrainedModel:
+                 mesh: Optional[jax.sharding.Mesh] = None, *,
+                 create_model: Callable[[Any], nn.Module] = models.create,
+                 task_class: type = None) -> TrainedModel:
   """The model of the run in `workdir` with the variables of checkpoint `step` (default: latest).
 
   `use_ema` takes the averaged parameters when the run kept them (the ones its samples and
@@ -222,7 +233,7 @@ def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
   """
   run = Workdir(workdir)
   config = run.read_config()
-  model = models.create(config.model)
-  state = restore_state(config, model, run.checkpoints, step, mesh)
+  model = create_model(config.model)
+  state = restore_state(config, model, run.checkpoints, step, mesh, task_class)
   return TrainedModel(config=config, model=model, variables=state.variables(use_ema=use_ema),
                       step=int(np.asarray(state.step)))

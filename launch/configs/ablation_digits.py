@@ -14,6 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_steps = 500
   config.checkpoint_every = 500
   config.sample_every = 0
+  config.eval_every = 25  # Test bits/dim for the NLL curves (launch.plot_curves, Fig. 7).
   # Unconditional, like the paper's bits/dim: every row models p(x).
   config.model = ml_collections.ConfigDict(dict(
       name="glow", image_shape=(8, 8, 1), num_classes=0, levels=2, steps_per_level=4, width=32))

@@ -25,7 +25,7 @@ def get_config(dataset: str = "emotion_set/64") -> ml_collections.ConfigDict:
   image_shape, levels, steps_per_level, width, num_steps = _SETTINGS[dataset]
   config = common.accelerator_config(dataset, num_steps)
   config.sample_every = 10_000
-  config.eval_every = 0
+  config.eval_every = 10_000  # Test bits/dim for the NLL curves (launch.plot_curves, Fig. 7).
   config.model = ml_collections.ConfigDict(dict(
       name="glow", image_shape=image_shape, num_classes=0, levels=levels,
       steps_per_level=steps_per_level, width=width))

@@ -17,6 +17,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 256  # Per process.
   config.num_steps = 100_000
   config.class_loss_weight = 0.3  # Classifier only: L_cond + weight * L_class.
+  # Weight of the squared error of the image decoded with f's deepest latent z1 set to zero
+  # (objectives.loss_and_metrics): trains the model for transfer with z1 zeroed, as the
+  # classifier paper does for its cleaner faces (IV-D). 0: off, the likelihood alone.
+  config.zero_deepest_weight = 0.0
   config.ema_decay = 0.0  # Polyak averaging of the parameters for sampling and evaluation; 0: off.
   config.optimizer = ml_collections.ConfigDict(dict(
       name="adamax", learning_rate=1e-3, warmup_steps=1000, schedule="constant",
