@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import pytest
 from PIL import Image
 
-from flaxflow import models
+from flaxflow import models, tasks
+from flaxflow.gan import decgan
+from flaxflow.tasks import decgan as decgan_task
 from launch import runs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,8 +81,14 @@ def final_metrics(workdir):
 def test_every_config_builds_its_model(path):
   config = load_config(path)
   assert config.dataset and config.num_steps > 0
-  model = models.create(config.model)
   images = jnp.zeros((2, *config.model.image_shape))
+  if tasks.family_of(config) is decgan_task:
+    model = decgan.create(config.model)
+    variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, images,
+                                                  images))
+    assert set(variables["params"]) == set(model.networks)
+    return
+  model = models.create(config.model)
   labels = jnp.zeros(2, jnp.int32) if config.model.num_classes else None
   variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, images, labels,
                                                 method="log_prob"))
@@ -111,7 +119,7 @@ def test_missing_accelerator_is_a_clear_error(tmp_path):
      "error: --config.optimizer.learning_rate=nan: expected a finite number > 0"),
     ("--config.log_every=0", "error: --config.log_every=0: expected a positive integer"),
     ("--config.model.name=gan",
-     "error: --config.model.name='gan': expected one of bplf, classifier, glow"),
+     "error: --config.model.name='gan': expected one of bplf, classifier, decgan, glow"),
     ("--config=launch/configs/missing.py", "error: --config=launch/configs/missing.py: no such file"),
 ])
 def test_a_user_error_is_one_line_and_exit_code_2_before_the_workdir_is_touched(tmp_path, flag,

@@ -15,10 +15,10 @@ from typing import Optional
 import jax
 import ml_collections
 
-from flaxflow.tasks import flow
+from flaxflow.tasks import decgan, flow
 from flaxflow.workdir import Workdir
 
-FAMILIES = (flow,)
+FAMILIES = (flow, decgan)
 
 
 def family_of(config: ml_collections.ConfigDict) -> ModuleType:

@@ -19,12 +19,11 @@ import optax
 from absl import logging
 from clu import periodic_actions
 
-from flaxflow import (checkpointing, config_checks, images, loop, models, objectives, optimization,
-                      parallel)
+from flaxflow import config_checks, images, loop, models, objectives, optimization, parallel
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation, generation
 from flaxflow.models.capabilities import check_model_matches_data
-from flaxflow.tasks.trained import TrainedModel
+from flaxflow.tasks.trained import TrainedModel, restore_task_state
 from flaxflow.workdir import Workdir
 
 Array = jax.Array
@@ -204,13 +203,8 @@ def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoin
                   mesh: Optional[jax.sharding.Mesh] = None) -> TrainState:
   """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`."""
   mesh = parallel.make_mesh() if mesh is None else mesh
-  task = FlowTask(config, model, mesh)
-  batch = {"image": jnp.zeros((mesh.size, *model.image_shape), jnp.uint8),
-           "label": jnp.zeros((mesh.size,), jnp.int32)}
-  abstract_state = checkpointing.abstract_state(task.init_state,
-                                                parallel.replicated_sharding(mesh), batch,
-                                                jax.random.PRNGKey(0))
-  return checkpointing.restore_for_reading(checkpoint_dir, abstract_state, step)
+  return restore_task_state(FlowTask(config, model, mesh), model.image_shape, checkpoint_dir,
+                            step, mesh)
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
