@@ -72,7 +72,7 @@ TINY_DECGAN = ["--accelerator=cpu", "--config=launch/configs/decgan_faces.py",
 @pytest.mark.slow
 def test_decgan_trains_and_its_transfer_reports_identity_and_cycle(tmp_path):
   workdir = tmp_path / "decgan"
-  run("train", f"--workdir={workdir}", f"--config.data_dir={tmp_path / 'data'}", *TINY_DECGAN)
+  run("train", f"--workdir={workdir}", *TINY_DECGAN, f"--config.data_dir={tmp_path / 'data'}")
   with open(workdir / "final_metrics.json") as file:
     assert set(json.load(file)["eval"]) == {"accuracy", "cycle_l1"}
   assert (workdir / "samples" / "step_0000002.png").exists()

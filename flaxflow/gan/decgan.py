@@ -67,7 +67,10 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Tuple[Array, Array, Optional[Array]]:
     for index, (width, kernel) in enumerate(zip(self.widths, self.kernels)):
-      x = conv.Conv(width, (kernel, kernel), strides=1 if index == 0 else 2, padding="SAME")(x)
+      # No bias: instance norm subtracts it, so its gradient is zero and Adam would move it
+      # by rounding noise alone.
+      x = conv.Conv(width, (kernel, kernel), strides=1 if index == 0 else 2, padding="SAME",
+                    use_bias=False)(x)
       x = nn.leaky_relu(nn.InstanceNorm()(x), 0.2)
     embedding = x.mean(axis=(1, 2))
     logits = nn.Dense(self.num_classes)(embedding) if self.num_classes else None
@@ -94,7 +97,8 @@ class Generator(nn.Module):
     x = jnp.concatenate([z, tile(condition, z.shape[1], z.shape[2])], axis=-1)
     for index, (width, kernel) in enumerate(zip(self.widths, self.kernels)):
       strides = (1, 1) if index == len(self.widths) - 1 else (2, 2)
-      x = conv.ConvTranspose(width, (kernel, kernel), strides=strides, padding="SAME")(x)
+      x = conv.ConvTranspose(width, (kernel, kernel), strides=strides, padding="SAME",
+                             use_bias=False)(x)
       x = nn.InstanceNorm()(x)
       if self.condition_shifts:
         x = x + nn.Dense(width)(condition)[:, None, None, :]
@@ -152,6 +156,10 @@ class DECGAN(nn.Module):
   def is_class_conditional(self) -> bool:
     """What `flaxflow.models.capabilities.check_model_matches_data` asks: D and G take labels."""
     return True
+
+  def conditioning_labels(self, labels: Array) -> Array:
+    """The labels as the shared evaluation passes them to a class-conditional model."""
+    return labels
 
   @property
   def networks(self) -> Tuple[str, ...]:

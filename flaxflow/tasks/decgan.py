@@ -30,6 +30,7 @@ from clu import periodic_actions
 
 from flaxflow import config_checks, images, loop, optimization, parallel
 from flaxflow.analysis import batches as batches_lib
+from flaxflow.analysis import evaluation
 from flaxflow.gan import adversarial, decgan
 from flaxflow.tasks import flow
 from flaxflow.models.capabilities import check_model_matches_data
@@ -155,16 +156,11 @@ class DecganTask:
   def evaluate_held_out(self, state: adversarial.AdversarialState, step: int,
                         writer: Any) -> Dict[str, float]:
     """E2's accuracy and the cycle L1 on `eval_batches`, logged and written as "eval/<name>"."""
-    score = jax.jit(functools.partial(_held_out_scores, self.model))
-    variables = {"params": state.params}
-    totals, count = {}, 0
-    for outputs, _ in batches_lib.map_batches(
-        lambda images_, labels, index: score(variables, images_, labels), self.eval_batches(),
-        self.mesh):
-      for name, values in outputs.items():
-        totals[name] = totals.get(name, 0.0) + float(values.sum())
-      count += len(outputs["accuracy"])
-    metrics = {name: total / count for name, total in totals.items()}
+    metrics = evaluation.mean_example_metrics(
+        self.model, {"params": state.params}, self.eval_batches(),
+        loss_fn=lambda model, variables, image, label, rng: (None, jax.tree.map(
+            jnp.mean, _held_out_scores(model, variables, image, label))),
+        mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
     logging.info("step %d evaluation: %s", step,
                  " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
     writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})

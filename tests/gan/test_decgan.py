@@ -246,11 +246,14 @@ def test_the_family_is_chosen_by_model_name_and_bad_fields_are_named():
       ("decgan.history_size", -1, "--config.decgan.history_size=-1"),
       ("decgan.cycle_weight", -1.0, "--config.decgan.cycle_weight=-1.0"),
       ("decgan.adversarial_loss", "wgan", "--config.decgan.adversarial_loss='wgan'"),
-      ("model.generator_widths", (8, 4), "--config.model.generator_widths=(8, 4)"),
+      ("model.generator_kernels", (3, 3), "--config.model.generator_kernels=(3, 3)"),
       ("model.image_shape", (6, 6, 1), "--config.model.image_shape=(6, 6, 1)"),
   ]:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
       tasks.check_config(tiny_config(**{field: value}))
+  with pytest.raises(ValueError, match=r"--config.model.generator_widths=\(8, 4\): expected 3"):
+    tasks.check_config(tiny_config(**{"model.generator_widths": (8, 4),
+                                      "model.generator_kernels": (3, 3)}))
   with pytest.raises(ValueError, match="config.model.num_classes=3, but tiny has 2 classes"):
     decgan_task.create_task(tiny_config(), parallel.make_mesh(), image_shape=(8, 8, 1),
                             class_names=["a", "b"])
