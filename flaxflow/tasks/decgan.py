@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from clu import periodic_actions
 
 from flaxflow import config_checks, images, loop, optimization, parallel
@@ -161,10 +160,7 @@ class DecganTask:
         loss_fn=lambda model, variables, image, label, rng: (None, jax.tree.map(
             jnp.mean, _held_out_scores(model, variables, image, label))),
         mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
-    logging.info("step %d evaluation: %s", step,
-                 " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
-    writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})
-    return metrics
+    return loop.report_eval_metrics(step, metrics, writer)
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from clu import periodic_actions
 
 from flaxflow import config_checks, images, loop, models, objectives, optimization, parallel
@@ -173,10 +172,7 @@ class FlowTask:
     metrics = evaluation.mean_example_metrics(
         self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.loss_fn,
         mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
-    logging.info("step %d evaluation: %s", step,
-                 " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
-    writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})
-    return metrics
+    return loop.report_eval_metrics(step, metrics, writer)
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:
