@@ -177,6 +177,14 @@ def _restore_or_init(manager, init, train_iterator, rng: Array,
   return state
 
 
+def report_eval_metrics(step: int, metrics: Dict[str, float], writer: Any) -> Dict[str, float]:
+  """Logs a task's held-out `metrics` and writes them as "eval/<name>"; returns them."""
+  logging.info("step %d evaluation: %s", step,
+               " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
+  writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})
+  return metrics
+
+
 def check_config(config: Any) -> None:
   """The loop's fields: positive counts and intervals; `keep_checkpoints` None keeps every one."""
   config_checks.positive_int(config, "batch_size", "num_steps", "log_every", "checkpoint_every",

@@ -1,4 +1,5 @@
-"""Trains a flow: `python -m launch.train --config=launch/configs/<name>.py --workdir=DIR`.
+"""Trains a model of any family (flows, DECGAN):
+`python -m launch.train --config=launch/configs/<name>.py --workdir=DIR`.
 
 Without --config it trains the small class-conditional BPLF of launch/configs/default.py on 32x32
 synthetic faces (digits: --config=launch/configs/digits_bplf.py). Any config field can be
@@ -37,10 +38,10 @@ def main(argv) -> None:
   if result.stopped_early:
     runs.exit_with_message(runs.EXIT_PREEMPTED, "preempted (SIGTERM) after saving a checkpoint; "
                            "rerun the same command to resume")
-  for name in ("bits_per_dim", "bits_per_dim_given_label"):
-    if name in result.eval_metrics:
-      logging.info("final %s %s %s: %.4f", config.dataset, config.eval_split, name,
-                   result.eval_metrics[name])
+  if result.eval_metrics:
+    logging.info("final %s %s: %s", config.dataset, config.eval_split,
+                 " ".join(f"{name}={value:.4f}" for name, value in
+                          sorted(result.eval_metrics.items())))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """Expression transfer and interpolation: `python -m launch.transfer --workdir W`.
 
+A DECGAN run (`decgan_transfer`): every input moved to every expression by G1(E1(x), l_c), the
+condition l_c E2's mean p(l) over the training images of c (`--decgan_condition=one_hot`: the
+one-hot of c), in W/analysis/transfer.png; every input moved to the expression of one image of
+each class by G1(E1(x), p(l | image)) in W/analysis/transfer_by_example.png; on synthetic faces
+the ground-truth scores (launch/faces.py) with identity kept and the cycle's L1, in
+W/analysis/transfer_ground_truth.json. A flow run:
 Each input image is moved to every class c by z + (z̄_c - z̄_other), with class-mean latents over
 the training split (flow-latent expression recognition paper, section IV-D), and decoded:
 W/analysis/transfer.png shows every input beside its versions in all classes. W/analysis/
@@ -8,11 +14,16 @@ faces it also scores the transfer against ground-truth renders (launch/faces.py)
 W/analysis/transfer_ground_truth.json.
 """
 
+import functools
+
+import jax
 import numpy as np
 from absl import app, flags
 
-from flaxflow import analysis
+from flaxflow import analysis, tasks
 from flaxflow.analysis import ground_truth
+from flaxflow.gan import decgan
+from flaxflow.tasks import decgan as decgan_task
 from launch import faces, research
 
 _RUN = research.define_run_flags()
@@ -34,6 +45,13 @@ _POINTS = flags.DEFINE_integer("interpolation_points", 9, "Images per interpolat
                                "included.")
 _SCORED_PER_CLASS = flags.DEFINE_integer("scored_per_class", 10, "Synthetic faces: inputs per "
                                          "class scored against ground truth.")
+_CONDITION = flags.DEFINE_enum("decgan_condition", "class_mean", ["class_mean", "one_hot"],
+                               "DECGAN: the condition of a target class, E2's mean p(l) over the "
+                               "training images of the class or its one-hot.")
+DECGAN_TABLES = (("identity_kept", "identity kept (subject classifier)"),
+                 ("render_identity_kept", "identity kept by the ground-truth render"),
+                 ("cycle_l1", "cycle reconstruction L1"),
+                 ("e2_target_accuracy", "E2 reads the target"))
 
 
 def choose_inputs(labels: np.ndarray, indices) -> np.ndarray:
@@ -69,10 +87,59 @@ def choose_pairs(labels: np.ndarray, inputs: np.ndarray, pairs) -> np.ndarray:
   return chosen
 
 
+def decgan_transfer(run, split: str, split_batches, info) -> None:
+  """DECGAN's transfer.png (every input to every expression by `transfer_to_class`),
+  transfer_by_example.png (every input to the expression of each target image by `transfer`)
+  and, on synthetic faces, the ground-truth scores."""
+  names, model, variables = info.class_names, run.model, run.variables
+  conditions = None
+  if _CONDITION.value == "class_mean":
+    train_batches, _ = research.split_batches(run.config, "train")
+    conditions = decgan_task.class_mean_conditions(model, variables, train_batches())
+  examples = analysis.collect_examples(split_batches())
+  chosen = choose_inputs(examples["label"], _INPUTS.value)
+  images, labels = examples["image"][chosen], examples["label"][chosen]
+  row_labels = [f"#{index}: {names[label]}" for index, label in zip(chosen, labels)]
+  moved = decgan_task.class_transfers(model, variables, images, conditions)
+  written = [analysis.save_image_table(
+      research.output_path(_RUN, "transfer.png"), np.concatenate([images[:, None], moved], axis=1),
+      row_labels, ["input", *(f"→ {name}" for name in names)],
+      f"{run.config.dataset} {split}, step {run.step}: G1(E1(x), l_c), l_c = "
+      f"{_CONDITION.value.replace('_', ' ')} of c")]
+  targets = choose_inputs(examples["label"], None)
+  transfer = jax.jit(functools.partial(decgan.transfer, model))
+  by_example = np.stack([transfer(variables, images,
+                                  np.repeat(examples["image"][[target]], len(images), 0))
+                         for target in targets], axis=1)
+  written.append(analysis.save_image_table(
+      research.output_path(_RUN, "transfer_by_example.png"),
+      np.concatenate([examples["image"][targets][None], by_example]),
+      ["target images", *row_labels], [f"#{target}: {names[examples['label'][target]]}"
+                                       for target in targets],
+      f"{run.config.dataset} {split}, step {run.step}: G1(E1(x), p(l | target image))"))
+  if faces.is_synthetic_faces(run.config.dataset):
+    scores = faces.score_decgan_transfer(run, split, conditions, class_names=names,
+                                         per_class=_SCORED_PER_CLASS.value)
+    print(f"against ground truth, {scores['inputs']} inputs of {split} ({_CONDITION.value} "
+          f"conditions); expression classifier: "
+          f"{100 * scores['classifier_accuracy_on_split']:.1f}% on {split}'s images")
+    print(f"identity kept {100 * scores['mean_identity_kept']:.1f}% (ground-truth renders "
+          f"{100 * scores['mean_render_identity_kept']:.1f}%), cycle L1 "
+          f"{scores['mean_cycle_l1']:.4f}, E2 reads the target in "
+          f"{100 * scores['mean_e2_target_accuracy']:.1f}%")
+    print(ground_truth.format_transfer_scores(scores, DECGAN_TABLES))
+    written.append(research.write_json(
+        research.output_path(_RUN, "transfer_ground_truth.json"), scores))
+  print("\n".join(f"wrote {path}" for path in written))
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   run, split, split_batches, info = research.start_on_split(_RUN, _SPLIT)
+  if tasks.family_of(run.config) is decgan_task:
+    decgan_transfer(run, split, split_batches, info)
+    return
   config, n_bits = run.config, run.config.n_bits
   train_batches, _ = research.split_batches(config, "train")
   names = info.class_names

@@ -91,6 +91,24 @@ class TestExpressionClassifier:
     predicted = ground_truth.predict_expressions(classifier, flat(test))
     assert (predicted == labels(test)).mean() >= 0.9
 
+  def test_identity_kept_names_the_person_from_their_other_expressions(self):
+    faces = faces_of_every_class(8)  # (people, classes, ...), one pose per person.
+    subjects = np.repeat(np.arange(8), NUM_CLASSES)
+    labels = np.tile(np.arange(NUM_CLASSES), 8)
+    references = faces.reshape(-1, *faces.shape[2:])
+    kept = ground_truth.identity_kept(faces[:4], np.arange(4), references, subjects, labels)
+    assert kept.shape == (4, NUM_CLASSES) and kept.mean() >= 0.8
+    # The same faces given to the wrong people are not kept.
+    swapped = ground_truth.identity_kept(faces[:4], np.arange(4)[::-1], references, subjects,
+                                         labels)
+    assert swapped.mean() <= 0.2
+
+  def test_pair_tables_average_each_source_target_pair(self):
+    values = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    tables = ground_truth.pair_tables({"v": values}, np.array([0, 1, 1]))
+    assert tables["v"] == [[1.0, 2.0], [4.0, 5.0]]
+    assert tables["mean_v"] == (2.0 + 3.0 + 5.0) / 3  # Source != target only.
+
 
 class TestProbes:
 

@@ -60,6 +60,38 @@ def test_tsne_prints_linear_probes_of_every_level(workdir):
              for row in rows)
 
 
+# The DECGAN faces config shrunk to seconds.
+TINY_DECGAN = ["--accelerator=cpu", "--config=launch/configs/decgan_faces.py",
+               "--config.batch_size=8", "--config.model.encoder_widths=(4,8,8)",
+               "--config.model.generator_widths=(8,8,4)",
+               "--config.model.discriminator_widths=(4,4,8,8)", "--config.decgan.history_size=2",
+               "--config.eval_batch_size=640", "--config.num_steps=2",
+               "--config.checkpoint_every=2", "--config.log_every=1"]
+
+
+@pytest.mark.slow
+def test_decgan_trains_and_its_transfer_reports_identity_and_cycle(tmp_path):
+  workdir = tmp_path / "decgan"
+  run("train", f"--workdir={workdir}", *TINY_DECGAN, f"--config.data_dir={tmp_path / 'data'}")
+  with open(workdir / "final_metrics.json") as file:
+    assert set(json.load(file)["eval"]) == {"accuracy", "cycle_l1"}
+  assert (workdir / "samples" / "step_0000002.png").exists()
+  stdout = run("transfer", f"--workdir={workdir}", "--accelerator=cpu", "--scored_per_class=1",
+               "--inputs=0,1")
+  assert "against ground truth, 7 inputs of test (class_mean conditions)" in stdout
+  assert "cycle reconstruction L1 (rows: source, columns: target)" in stdout
+  with open(workdir / "analysis" / "transfer_ground_truth.json") as file:
+    scores = json.load(file)
+  for key in ("l1", "ssim", "input_l1", "target_accuracy", "identity_kept",
+              "render_identity_kept", "cycle_l1", "e2_target_accuracy"):
+    assert np.array(scores[key]).shape == (7, 7) and np.isfinite(scores[key]).all(), key
+  # The renders are the people themselves: a fair subject classifier names most of them.
+  assert scores["mean_render_identity_kept"] > 0.5
+  assert 0 < scores["mean_cycle_l1"] < 1
+  for figure in ("transfer.png", "transfer_by_example.png"):
+    assert (workdir / "analysis" / figure).exists()
+
+
 def test_target_renders_redraw_each_input_with_its_own_class():
   drawn = factors.image_factors(0, range(4), images_per_subject=3)
   examples = {"image": render(*drawn.as_render_args(), 32), "label": drawn.expression,

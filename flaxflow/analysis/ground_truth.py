@@ -8,7 +8,7 @@ same render, is the reference a transfer has to beat. An expression classifier o
 histograms, trained on other people, says whether the transfer reads as the target.
 """
 
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import skimage.metrics
@@ -54,7 +54,8 @@ def feature_cell(image_side: int) -> int:
 
 def fit_expression_classifier(images: np.ndarray, labels: np.ndarray) -> Pipeline:
   """Logistic regression on standardised gradient histograms of uint8 `images` (N, H, W, 1);
-  predict with `predict_expressions`."""
+  predict with `predict_expressions`. Any other labels of the images (e.g. subjects) work the
+  same way."""
   classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000))
   return classifier.fit(gradient_histograms(images, feature_cell(images.shape[1])), labels)
 
@@ -62,6 +63,24 @@ def fit_expression_classifier(images: np.ndarray, labels: np.ndarray) -> Pipelin
 def predict_expressions(classifier: Pipeline, images: np.ndarray) -> np.ndarray:
   """The classes `classifier` (from `fit_expression_classifier`) gives uint8 `images`."""
   return classifier.predict(gradient_histograms(images, feature_cell(images.shape[1])))
+
+
+def identity_kept(transferred: np.ndarray, subjects: np.ndarray, references: np.ndarray,
+                  reference_subjects: np.ndarray, reference_labels: np.ndarray) -> np.ndarray:
+  """(B, classes): whether input b moved to class c still reads as its person.
+
+  For each target class c, a subject classifier (`fit_expression_classifier` on subjects) is
+  fitted on the `references` (uint8 images of the same people) whose expression is not c, so
+  that it cannot match the target expression of an image it was shown, and reads the subject
+  of every transfer to c.
+  """
+  batch, num_classes = transferred.shape[:2]
+  kept = np.zeros((batch, num_classes), bool)
+  for target in range(num_classes):
+    others = reference_labels != target
+    classifier = fit_expression_classifier(references[others], reference_subjects[others])
+    kept[:, target] = predict_expressions(classifier, transferred[:, target]) == subjects
+  return kept
 
 
 def l1_errors(images: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -125,7 +144,6 @@ def transfer_scores(inputs: np.ndarray, sources: np.ndarray, transferred: np.nda
                      f"expected ({batch}, {num_classes}, H, W, C) for {batch} inputs")
   flat = lambda images: images.reshape(batch * num_classes, *images.shape[2:])
   untouched = np.repeat(inputs[:, None], num_classes, axis=1)
-  rows = np.repeat(np.asarray(sources), num_classes)
   columns = np.tile(np.arange(num_classes), batch)
   per_example = {
       "l1": l1_errors(flat(transferred), flat(ground_truth)),
@@ -133,16 +151,30 @@ def transfer_scores(inputs: np.ndarray, sources: np.ndarray, transferred: np.nda
       "input_l1": l1_errors(flat(untouched), flat(ground_truth)),
       "target_accuracy": (np.asarray(predicted).reshape(-1) == columns).astype(np.float64),
   }
-  moved = rows != columns
-  scores = {"class_names": list(class_names)}
-  for name, values in per_example.items():
-    scores[name] = pair_means(values, rows, columns, num_classes).tolist()
-    scores[f"mean_{name}"] = float(values[moved].mean())
-  return scores
+  return {"class_names": list(class_names),
+          **pair_tables({name: values.reshape(batch, num_classes)
+                         for name, values in per_example.items()}, sources)}
 
 
-def format_transfer_scores(scores: Dict[str, object]) -> str:
-  """`transfer_scores` as text: the means, then one source x target table per score."""
+def pair_tables(per_transfer: Dict[str, np.ndarray], sources: np.ndarray) -> Dict[str, object]:
+  """For each (B, classes) array of `per_transfer` (input b moved to class c): its
+  (classes, classes) table of means per source -> target pair as lists under its name, and
+  its mean over the transfers whose source and target differ under "mean_<name>"."""
+  tables = {}
+  for name, values in per_transfer.items():
+    batch, num_classes = values.shape
+    rows = np.repeat(np.asarray(sources), num_classes)
+    columns = np.tile(np.arange(num_classes), batch)
+    flat = np.asarray(values, np.float64).reshape(-1)
+    tables[name] = pair_means(flat, rows, columns, num_classes).tolist()
+    tables[f"mean_{name}"] = float(flat[rows != columns].mean())
+  return tables
+
+
+def format_transfer_scores(scores: Dict[str, object],
+                           extra_tables: Sequence[Tuple[str, str]] = ()) -> str:
+  """`transfer_scores` as text: the means, then one source x target table per score, and one
+  per (key, title) of `extra_tables` (e.g. tables of `pair_tables`)."""
   names = scores["class_names"]
   width = max(8, *(len(name) for name in names))
   lines = [f"over source != target pairs: L1 {scores['mean_l1']:.4f} (untouched input "
@@ -150,7 +182,7 @@ def format_transfer_scores(scores: Dict[str, object]) -> str:
            f"{100 * scores['mean_target_accuracy']:.1f}%"]
   for key, title in (("l1", "L1 to the ground truth"), ("input_l1", "L1 of the untouched input"),
                      ("ssim", "SSIM to the ground truth"),
-                     ("target_accuracy", "target-expression accuracy")):
+                     ("target_accuracy", "target-expression accuracy"), *extra_tables):
     lines.append(f"{title} (rows: source, columns: target):")
     lines.append(" " * width + "".join(f"{name:>{width + 1}}" for name in names))
     for name, row in zip(names, scores[key]):

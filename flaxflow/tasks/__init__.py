@@ -6,7 +6,8 @@ Each family's module declares `MODEL_NAMES` and gives:
   `create_task(config, mesh, *, image_shape, class_names, eval_batches)`: the `loop.Task` that
     trains `config.model` on data of `image_shape` and `class_names`, failing with the config
     fields to change when the two do not match;
-  `load_trained(workdir, step, use_ema, mesh)`: the trained model of a finished or running run.
+  `load_trained(workdir, step, use_ema, mesh)`: the trained model of a finished or running run;
+  `init_variables(config, rng)`: the variables of `config.model` (for checks of a config).
 """
 
 from types import ModuleType
@@ -15,10 +16,10 @@ from typing import Optional
 import jax
 import ml_collections
 
-from flaxflow.tasks import cnn, flow
+from flaxflow.tasks import cnn, decgan, flow
 from flaxflow.workdir import Workdir
 
-FAMILIES = (flow, cnn)
+FAMILIES = (flow, cnn, decgan)
 
 
 def family_of(config: ml_collections.ConfigDict) -> ModuleType:

@@ -17,15 +17,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from clu import periodic_actions
 
-from flaxflow import (checkpointing, config_checks, images, loop, models, objectives, optimization,
-                      parallel)
+from flaxflow import config_checks, images, loop, models, objectives, optimization, parallel
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation, generation
 from flaxflow.models.capabilities import check_model_matches_data
-from flaxflow.tasks.trained import TrainedModel
+from flaxflow.tasks.trained import TrainedModel, restore_task_state
 from flaxflow.workdir import Workdir
 
 Array = jax.Array
@@ -102,6 +100,14 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   metrics = dict(metrics, grad_norm=update_metrics["grad_norm"],
                  **optimization.skip_metrics({"flow": skips}, {"flow": update_metrics["skipped"]}))
   return state, metrics
+
+
+def init_variables(config: ml_collections.ConfigDict, rng: Array) -> Dict[str, Any]:
+  """The variables of `config.model` (for checks of a config's model)."""
+  model = models.create(config.model)
+  images = jnp.zeros((1, *model.image_shape), jnp.float32)
+  labels = jnp.zeros((1,), jnp.int32) if model.is_class_conditional else None
+  return model.init({"params": rng}, images, labels, method="log_prob")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -182,10 +188,7 @@ class FlowTask:
     metrics = evaluation.mean_example_metrics(
         self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.eval_loss_fn,
         mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
-    logging.info("step %d evaluation: %s", step,
-                 " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
-    writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})
-    return metrics
+    return loop.report_eval_metrics(step, metrics, writer)
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:
@@ -213,13 +216,8 @@ def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoin
   """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`;
   `task_class` (default `FlowTask`, or a subclass of it) makes the state's structure."""
   mesh = parallel.make_mesh() if mesh is None else mesh
-  task = (task_class or FlowTask)(config, model, mesh)
-  batch = {"image": jnp.zeros((mesh.size, *model.image_shape), jnp.uint8),
-           "label": jnp.zeros((mesh.size,), jnp.int32)}
-  abstract_state = checkpointing.abstract_state(task.init_state,
-                                                parallel.replicated_sharding(mesh), batch,
-                                                jax.random.PRNGKey(0))
-  return checkpointing.restore_for_reading(checkpoint_dir, abstract_state, step)
+  return restore_task_state((task_class or FlowTask)(config, model, mesh), model.image_shape,
+                            checkpoint_dir, step, mesh)
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,

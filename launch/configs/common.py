@@ -48,6 +48,23 @@ def cpu_config() -> ml_collections.ConfigDict:
   return config
 
 
+# Fields only the flows read: a GAN config leaves them out.
+FLOW_FIELDS = ("n_bits", "class_loss_weight", "ema_decay", "samples_per_class",
+               "sample_temperature", "eval_every")
+
+
+def gan_config() -> ml_collections.ConfigDict:
+  """`base_config` without the flows' fields, with the GAN papers' optimizer: Adam at 2e-4,
+  betas (0.5, 0.999), constant, no warm-up and no clipping (one Adam per network)."""
+  config = base_config()
+  for field in FLOW_FIELDS:
+    del config[field]
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=2e-4, warmup_steps=0, schedule="constant", grad_clip_norm=0.0,
+      b1=0.5, b2=0.999, eps=1e-8))
+  return config
+
+
 def digits_config() -> ml_collections.ConfigDict:
   """`cpu_config` at the scale of the bundled 8x8 digits: 4-bit, 1000 steps."""
   config = cpu_config()

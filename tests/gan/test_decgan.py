@@ -1,0 +1,259 @@
+"""DECGAN: shapes and a pure step, the association losses against a hand-computed example, the
+history buffer, the condition reaching the generator, resume through the loop, the synthesis
+functions, and the task's config checks."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from flaxflow import checkpointing, loop, parallel, tasks
+from flaxflow.gan import decgan
+from flaxflow.tasks import decgan as decgan_task
+from flaxflow.workdir import Workdir
+from training_helpers import ArrayIterator, RecordingWriter
+
+NUM_CLASSES = 3
+TINY_MODEL = dict(name="decgan", image_shape=(8, 8, 1), num_classes=NUM_CLASSES,
+                  encoder_widths=(4, 8, 8), encoder_kernels=(3, 3, 3),
+                  generator_widths=(8, 8, 4), generator_kernels=(3, 3, 3),
+                  generator_output_kernel=3, discriminator_widths=(4, 8, 8, 8),
+                  discriminator_kernel=3, share_generators=True, condition_shifts=True)
+
+
+def tiny_config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      dataset="tiny", seed=0, batch_size=8, eval_batch_size=8, num_steps=6, log_every=1,
+      checkpoint_every=3, keep_checkpoints=5, max_consecutive_nonfinite=3, sample_every=0,
+      optimizer=dict(name="adam", learning_rate=2e-3, warmup_steps=0, schedule="constant",
+                     grad_clip_norm=0.0, b1=0.5, b2=0.999, eps=1e-8),
+      decgan=dict(cycle_weight=10.0, classification_weight=1.0, association_weight=1.0,
+                  target_class_weight=1.0, reconstruction_weight=10.0, history_size=4,
+                  adversarial_loss="non_saturating"),
+      model=dict(TINY_MODEL)))
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def tiny_data(count=32):
+  rng = np.random.default_rng(0)
+  labels = (np.arange(count) % NUM_CLASSES).astype(np.int32)
+  images = np.clip(60 + 60 * labels[:, None, None, None] + rng.normal(0, 30, (count, 8, 8, 1)),
+                   0, 255).astype(np.uint8)
+  return images, labels
+
+
+def tiny_task(**overrides):
+  config = tiny_config(**overrides)
+  return decgan_task.create_task(config, parallel.make_mesh(), image_shape=(8, 8, 1),
+                                 class_names=["a", "b", "c"]), config
+
+
+def batch_of(count=8):
+  images, labels = tiny_data(count)
+  return {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
+
+
+def test_the_state_has_every_network_and_the_step_is_pure():
+  task, _ = tiny_task()
+  batch = batch_of()
+  state = task.init_state(batch, jax.random.PRNGKey(0))
+  assert set(state.params) == {"E1", "E2", "G1", "D"}
+  assert state.extra.images.shape == (NUM_CLASSES, 4, 8, 8, 1)
+  assert state.extra.conditions.shape == (NUM_CLASSES, 4, NUM_CLASSES)
+  before = jax.tree.map(np.array, state)
+  step = jax.jit(task.train_step)
+  first, metrics = step(state, batch, jax.random.PRNGKey(1))
+  again, metrics_again = step(state, batch, jax.random.PRNGKey(1))
+  jax.tree.map(np.testing.assert_array_equal, first, again)
+  jax.tree.map(np.testing.assert_array_equal, metrics, metrics_again)
+  jax.tree.map(np.testing.assert_array_equal, state, before)  # The input state is untouched.
+  assert jax.tree.structure(first) == jax.tree.structure(state)
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), first) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), state)
+  assert int(first.step) == 1 and int(first.extra.counts.sum()) == 8
+  for name in ("E1", "E2", "G1", "D"):
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), first.params[name],
+                           state.params[name])
+    assert any(jax.tree.leaves(changed)), name
+  assert all(np.isfinite(float(value)) for value in metrics.values())
+  assert {"loss", "accuracy", "loss/cycle", "loss/reconstruction", "loss/walker", "loss/visit", "skipped",
+          "consecutive_skipped"} <= set(metrics)
+
+
+def test_separate_generators_add_g2_which_the_cycle_uses():
+  task, _ = tiny_task(**{"model.share_generators": False})
+  state = task.init_state(batch_of(), jax.random.PRNGKey(0))
+  assert set(state.params) == {"E1", "E2", "G1", "G2", "D"}
+  x = decgan.to_unit_range(batch_of()["image"])
+  cycle = lambda params: task.model.apply({"params": params}, x, x, method="cycle")
+  other_g2 = dict(state.params, G2=jax.tree.map(lambda a: a + 0.1, state.params["G2"]))
+  assert not np.allclose(cycle(state.params), cycle(other_g2))
+  other_g1 = dict(state.params, G1=jax.tree.map(lambda a: a + 0.1, state.params["G1"]))
+  np.testing.assert_array_equal(cycle(state.params), cycle(other_g1))
+
+
+def test_walker_and_visit_losses_match_a_hand_computed_example():
+  # Similarities diag(ln 3): P^ab = P^ba = [[3/4, 1/4], [1/4, 3/4]], so
+  # P^aba = [[10/16, 6/16], [6/16, 10/16]]; every target is visited half the time.
+  a = b = jnp.sqrt(math.log(3.0)) * jnp.eye(2)
+  walker, visit = decgan.association_losses(a, b, jnp.array([0, 1]))
+  np.testing.assert_allclose(walker, -math.log(10 / 16), rtol=1e-5)
+  np.testing.assert_allclose(visit, math.log(2), rtol=1e-5)
+  # One class: the round trip should be uniform over both sources, T = [[1/2, 1/2], ...].
+  walker, _ = decgan.association_losses(a, b, jnp.array([1, 1]))
+  np.testing.assert_allclose(walker, -(0.5 * math.log(10 / 16) + 0.5 * math.log(6 / 16)),
+                             rtol=1e-5)
+
+
+def test_a_lopsided_association_is_penalised_by_the_visit_loss():
+  # Both sources see only the first target: visits (1, 0) -> -0.5 (log 1 + log 1e-8).
+  a = jnp.array([[30.0, 0.0], [30.0, 0.0]])
+  b = jnp.array([[1.0, 0.0], [0.0, 0.0]])
+  _, visit = decgan.association_losses(a, b, jnp.array([0, 1]))
+  assert float(visit) > 5
+
+
+def fill_and_query(rng, buffer=None, size=2):
+  images = jnp.arange(6, dtype=jnp.float32).reshape(6, 1, 1, 1) * jnp.ones((6, 2, 2, 1))
+  conditions = jax.nn.one_hot(jnp.array([0, 0, 0, 0, 1, 1]), 2)
+  buffer = decgan.HistoryBuffer.empty(2, size, (2, 2, 1)) if buffer is None else buffer
+  return decgan.query_history(buffer, images, conditions, jnp.array([0, 0, 0, 0, 1, 1]), rng)
+
+
+def test_the_history_buffer_fills_first_then_is_a_function_of_the_key():
+  buffer, shown, _ = fill_and_query(jax.random.PRNGKey(0), size=2)
+  # Class 0 fills with images 0 and 1, class 1 with 4 and 5; until full, D sees the new image.
+  np.testing.assert_array_equal(buffer.counts, [2, 2])
+  np.testing.assert_array_equal(buffer.images[1, :, 0, 0, 0], [4, 5])
+  np.testing.assert_array_equal(shown[[0, 1, 4, 5], 0, 0, 0], [0, 1, 4, 5])
+  # Images 2 and 3 met a full class: each was shown itself, or stored and an old one shown, so
+  # what class 0 keeps and what D saw of them are 0, 1, 2, 3, each once.
+  seen = np.concatenate([buffer.images[0, :, 0, 0, 0], shown[2:4, 0, 0, 0]])
+  np.testing.assert_array_equal(np.sort(seen), [0, 1, 2, 3])
+  results = [fill_and_query(jax.random.PRNGKey(key), buffer)[:2] for key in (7, 7, 8, 9, 10)]
+  jax.tree.map(np.testing.assert_array_equal, results[0], results[1])
+  differs = [not all(jax.tree.leaves(jax.tree.map(np.array_equal, results[0], other)))
+             for other in results[2:]]
+  assert any(differs)
+  for updated, shown in results:
+    np.testing.assert_array_equal(updated.counts, [2, 2])
+    kept_or_new = np.concatenate([buffer.images.ravel(), np.arange(6.0)])
+    assert np.isin(np.asarray(shown).ravel(), kept_or_new).all()
+
+
+def test_partners_have_another_label_when_there_is_one():
+  labels = jnp.array([0, 0, 1, 2, 2, 1, 0, 1])
+  for key in range(5):
+    partner = np.asarray(decgan.partners(labels, jax.random.PRNGKey(key)))
+    assert (np.asarray(labels)[partner] != np.asarray(labels)).all()
+  np.testing.assert_array_equal(decgan.partners(jnp.zeros(4, jnp.int32),
+                                                jax.random.PRNGKey(0)).shape, (4,))
+
+
+def test_the_generator_output_depends_on_the_target_condition():
+  task, _ = tiny_task()
+  state = task.init_state(batch_of(), jax.random.PRNGKey(0))
+  for _ in range(3):
+    state, _ = jax.jit(task.train_step)(state, batch_of(), jax.random.PRNGKey(1))
+  model, variables = task.model, {"params": state.params}
+  x = decgan.to_unit_range(batch_of(4)["image"])
+  one_hot = lambda c: jax.nn.one_hot(jnp.full(4, c), NUM_CLASSES)
+  outputs = [model.apply(variables, x, one_hot(c), method="transfer_to_condition")
+             for c in range(NUM_CLASSES)]
+  for c in range(1, NUM_CLASSES):
+    assert float(jnp.abs(outputs[c] - outputs[0]).mean()) > 1e-3
+  # Away from the borders too: the condition is not erased by instance norm.
+  assert float(jnp.abs(outputs[1] - outputs[0])[:, 2:-2, 2:-2].mean()) > 1e-3
+  gradient = jax.grad(lambda condition: model.apply(
+      variables, x, condition, method="transfer_to_condition").sum())(one_hot(0))
+  assert float(jnp.abs(gradient).min()) > 0
+
+
+def test_transfer_functions_give_uint8_images_of_the_chosen_expression():
+  task, _ = tiny_task()
+  state = task.init_state(batch_of(), jax.random.PRNGKey(0))
+  model, variables = task.model, {"params": state.params}
+  images = batch_of(4)["image"]
+  by_example = decgan.transfer(model, variables, images, images[::-1])
+  assert by_example.shape == images.shape and by_example.dtype == jnp.uint8
+  # transfer = transfer_to_condition with E2's p(l) of the target image.
+  probabilities = decgan.expression_probabilities(model, variables, images[::-1])
+  by_condition = decgan.to_uint8(model.apply(variables, decgan.to_unit_range(images),
+                                             probabilities, method="transfer_to_condition"))
+  np.testing.assert_array_equal(by_example, by_condition)
+  grid = decgan_task.class_transfers(model, variables, np.asarray(images))
+  assert grid.shape == (4, NUM_CLASSES, 8, 8, 1)
+  np.testing.assert_array_equal(
+      grid[:, 2], decgan.transfer_to_class(model, variables, images, jnp.full(4, 2)))
+  means = np.eye(NUM_CLASSES, dtype=np.float32)[::-1]  # Class c given class 2 - c's condition.
+  np.testing.assert_array_equal(decgan_task.class_transfers(model, variables, np.asarray(images),
+                                                            means)[:, 0], grid[:, 2])
+  cycles = decgan_task.class_cycles(model, variables, np.asarray(images))
+  assert cycles.shape == grid.shape and cycles.dtype == np.uint8
+
+
+def test_class_mean_conditions_average_e2_over_each_class():
+  task, _ = tiny_task()
+  state = task.init_state(batch_of(), jax.random.PRNGKey(0))
+  variables = {"params": state.params}
+  images, labels = tiny_data(16)
+  labels[labels == 2] = 0  # Class 2 has no images: its one-hot.
+  batches = [{"image": images[:8], "label": labels[:8], "mask": np.ones(8, bool)},
+             {"image": images[8:], "label": labels[8:], "mask": np.arange(8) < 5}]
+  means = decgan_task.class_mean_conditions(task.model, variables, batches)
+  p = np.asarray(decgan.expression_probabilities(task.model, variables, images[:13]))
+  for c in (0, 1):
+    np.testing.assert_allclose(means[c], p[labels[:13] == c].mean(axis=0), rtol=1e-5)
+  np.testing.assert_array_equal(means[2], [0, 0, 1])
+
+
+def run_loop(workdir, config):
+  mesh = parallel.make_mesh()
+  images, labels = tiny_data()
+  iterator = ArrayIterator(images, labels, global_batch_size=config.batch_size,
+                           sharding=parallel.batch_sharding(mesh))
+  task = decgan_task.create_task(config, mesh, image_shape=(8, 8, 1),
+                                 class_names=["a", "b", "c"])
+  writer = RecordingWriter()
+  return loop.train(task, config, train_iterator=iterator, workdir=Workdir(str(workdir)),
+                    writer=writer, mesh=mesh), writer
+
+
+@pytest.mark.slow
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+  full, full_writer = run_loop(tmp_path / "full", tiny_config())
+  run_loop(tmp_path / "parts", tiny_config(num_steps=4))
+  part = checkpointing.create_manager(str(tmp_path / "parts" / "checkpoints"),
+                                      save_interval_steps=3)
+  assert part.all_steps() == [3, 4]
+  part.delete(4)
+  part.close()
+  resumed, resumed_writer = run_loop(tmp_path / "parts", tiny_config())
+  assert int(resumed.state.extra.counts.sum()) == NUM_CLASSES * 4  # The buffer was resumed full.
+  jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
+  for step in range(4, 7):
+    np.testing.assert_allclose(resumed_writer.scalars[step]["train/loss"],
+                               full_writer.scalars[step]["train/loss"], rtol=1e-6)
+
+
+def test_the_family_is_chosen_by_model_name_and_bad_fields_are_named():
+  assert tasks.family_of(tiny_config()) is decgan_task
+  for field, value, message in [
+      ("decgan.history_size", -1, "--config.decgan.history_size=-1"),
+      ("decgan.cycle_weight", -1.0, "--config.decgan.cycle_weight=-1.0"),
+      ("decgan.adversarial_loss", "wgan", "--config.decgan.adversarial_loss='wgan'"),
+      ("model.generator_kernels", (3, 3), "--config.model.generator_kernels=(3, 3)"),
+      ("model.image_shape", (6, 6, 1), "--config.model.image_shape=(6, 6, 1)"),
+  ]:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+      tasks.check_config(tiny_config(**{field: value}))
+  with pytest.raises(ValueError, match=r"--config.model.generator_widths=\(8, 4\): expected 3"):
+    tasks.check_config(tiny_config(**{"model.generator_widths": (8, 4),
+                                      "model.generator_kernels": (3, 3)}))
+  with pytest.raises(ValueError, match="config.model.num_classes=3, but tiny has 2 classes"):
+    decgan_task.create_task(tiny_config(), parallel.make_mesh(), image_shape=(8, 8, 1),
+                            class_names=["a", "b"])
