@@ -1,8 +1,8 @@
 """Evaluates a trained run: `python -m launch.evaluate --workdir W`.
 
 Bits/dim and mean log-likelihood on the test split (SVD models: on the truncated and the raw
-images), and for class-conditional models the recognition accuracy with a confusion matrix
-(printed and as PNG). Writes W/analysis/evaluation.json and W/analysis/confusion_matrix.png.
+images; none for IF-GAN, which has no likelihood), and for class-conditional models the
+recognition accuracy with a confusion matrix (printed and as PNG). Writes W/analysis/evaluation.json and W/analysis/confusion_matrix.png.
 """
 
 import jax

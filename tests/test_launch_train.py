@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import pytest
 from PIL import Image
 
-from flaxflow import models
+from flaxflow import tasks
+from flaxflow.tasks import flow
 from launch import runs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,11 +80,16 @@ def final_metrics(workdir):
 def test_every_config_builds_its_model(path):
   config = load_config(path)
   assert config.dataset and config.num_steps > 0
-  model = models.create(config.model)
+  tasks.check_config(config)
+  model = tasks.create_model(config)
   images = jnp.zeros((2, *config.model.image_shape))
-  labels = jnp.zeros(2, jnp.int32) if config.model.num_classes else None
-  variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, images, labels,
-                                                method="log_prob"))
+  if tasks.family_of(config) is flow:
+    labels = jnp.zeros(2, jnp.int32) if config.model.num_classes else None
+    variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, images,
+                                                  labels, method="log_prob"))
+  else:  # A model without a likelihood: its class logits of the flows' images.
+    variables = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, images,
+                                                  method="class_logits"))
   assert jax.tree.leaves(variables["params"])
 
 
@@ -111,7 +117,8 @@ def test_missing_accelerator_is_a_clear_error(tmp_path):
      "error: --config.optimizer.learning_rate=nan: expected a finite number > 0"),
     ("--config.log_every=0", "error: --config.log_every=0: expected a positive integer"),
     ("--config.model.name=gan",
-     "error: --config.model.name='gan': expected one of bplf, classifier, glow"),
+     "error: --config.model.name='gan': expected one of bplf, classifier, "
+     "expression_baseline, glow, ifgan"),
     ("--config=launch/configs/missing.py", "error: --config=launch/configs/missing.py: no such file"),
 ])
 def test_a_user_error_is_one_line_and_exit_code_2_before_the_workdir_is_touched(tmp_path, flag,

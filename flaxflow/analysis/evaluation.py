@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from flaxflow import objectives, parallel
 from flaxflow.analysis import batches as batches_lib
@@ -43,8 +44,12 @@ def example_scores(model: nn.Module, variables: Any, images: Array, labels: Arra
 
   "log_prob": log p(x), or log p(x | label) for a class-conditional model; for an SVD model of the
   truncated image, and then also "raw_log_prob" of the image as it is. "class_log_joint": see
-  `class_log_joint`.
+  `class_log_joint`. A model without a likelihood (`has_likelihood` False) gives only its class
+  logits, of the images at their bin centres.
   """
+  if not model.has_likelihood:
+    x = objectives.dequantize(None, images, n_bits)
+    return {"class_log_joint": model.apply(variables, x, method="class_logits")}
   x = objectives.dequantize(rng, images, n_bits)
   labels = model.conditioning_labels(labels)
   scores = {"log_prob": model.apply(variables, x, labels, method="log_prob")}
@@ -112,16 +117,18 @@ def recognition_metrics(class_log_joint_scores: np.ndarray, labels: np.ndarray,
 def evaluation_report(scores: Dict[str, np.ndarray], *, num_dims: int, n_bits: int,
                       class_names: Sequence[str] = ()) -> Dict[str, Any]:
   """The JSON-able summary of `score_examples`' output (see `evaluate`)."""
-  report = {"num_examples": int(len(scores["log_prob"])),
-            **likelihood_metrics(scores["log_prob"], num_dims, n_bits)}
+  report = {"num_examples": int(len(scores["label"]))}
+  if "log_prob" in scores:
+    report.update(likelihood_metrics(scores["log_prob"], num_dims, n_bits))
   if "raw_log_prob" in scores:
     report.update({f"raw_{name}": value for name, value in
                    likelihood_metrics(scores["raw_log_prob"], num_dims, n_bits).items()})
   if "class_log_joint" in scores:
     log_joint = np.asarray(scores["class_log_joint"], np.float64)
-    marginal = np.logaddexp.reduce(log_joint, axis=-1)
-    report.update({f"marginal_{name}": value for name, value in
-                   likelihood_metrics(marginal, num_dims, n_bits).items()})
+    if "log_prob" in scores:
+      marginal = np.logaddexp.reduce(log_joint, axis=-1)
+      report.update({f"marginal_{name}": value for name, value in
+                     likelihood_metrics(marginal, num_dims, n_bits).items()})
     report.update(recognition_metrics(log_joint, scores["label"], class_names))
   return report
 
@@ -132,7 +139,7 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Bat
   """Likelihood and, for class-conditional models, recognition metrics over `batches`.
 
   Keys: num_examples, bits_per_dim, log_likelihood_nats (given the true label for class-conditional
-  models); for SVD models raw_bits_per_dim, raw_log_likelihood_nats on the untruncated images; for
+  models; none of the likelihoods for a model without one, e.g. IF-GAN); for SVD models raw_bits_per_dim, raw_log_likelihood_nats on the untruncated images; for
   class-conditional models marginal_bits_per_dim, marginal_log_likelihood_nats (log p(x) summed
   over the classes), accuracy, class_recall, confusion_matrix (rows: true class) and class_names.
   """
@@ -178,3 +185,15 @@ def mean_example_metrics(model: nn.Module, variables: Any, batches: Iterable[bat
   if count == 0:
     raise ValueError("mean_example_metrics: `batches` yielded no examples")
   return {name: total / count for name, total in totals.items()}
+
+
+def write_held_out_metrics(model: nn.Module, variables: Any,
+                           batches: Iterable[batches_lib.Batch], *, loss_fn: LossFn,
+                           mesh: jax.sharding.Mesh, rng: Array, step: int,
+                           writer: Any) -> Dict[str, float]:
+  """`mean_example_metrics`, logged and written as "eval/<name>" at `step`."""
+  metrics = mean_example_metrics(model, variables, batches, loss_fn=loss_fn, mesh=mesh, rng=rng)
+  logging.info("step %d evaluation: %s", step,
+               " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
+  writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})
+  return metrics

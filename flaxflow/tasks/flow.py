@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 from clu import periodic_actions
 
 from flaxflow import (checkpointing, config_checks, images, loop, models, objectives, optimization,
@@ -117,11 +116,18 @@ def check_eval_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.
                      f"the {mesh.size // jax.process_count()} devices of each process")
 
 
+def create_model(model_config: ml_collections.ConfigDict) -> nn.Module:
+  return models.create(model_config)
+
+
 def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                 image_shape: Sequence[int], class_names: Sequence[str],
-                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
+                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None,
+                train_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
                 ) -> "FlowTask":
-  """The task of training `config.model` on images of `image_shape` in `class_names`."""
+  """The task of training `config.model` on images of `image_shape` in `class_names`; a flow
+  needs no pass over the training split before training (`train_batches` is not read)."""
+  del train_batches
   model = models.create(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
   check_eval_batch_size(config, mesh)
@@ -171,26 +177,17 @@ class FlowTask:
 
   def evaluate_held_out(self, state: TrainState, step: int, writer: Any) -> Dict[str, float]:
     """Mean loss metrics on `eval_batches`, logged and written as "eval/<name>"."""
-    metrics = evaluation.mean_example_metrics(
+    return evaluation.write_held_out_metrics(
         self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.loss_fn,
-        mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
-    logging.info("step %d evaluation: %s", step,
-                 " ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items())))
-    writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})
-    return metrics
+        mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"), step=step, writer=writer)
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:
-    actions = []
-    if self.config.sample_every:
-      actions.append(periodic_actions.PeriodicCallback(
-          every_steps=self.config.sample_every,
-          callback_fn=lambda step, t, state: self.write_samples(state, step, workdir)))
-    if self.eval_batches and self.config.eval_every:
-      actions.append(periodic_actions.PeriodicCallback(
-          every_steps=self.config.eval_every,
-          callback_fn=lambda step, t, state: self.evaluate_held_out(state, step, writer)))
-    return actions
+    return loop.sample_and_eval_actions(
+        sample_every=self.config.sample_every, eval_every=self.config.eval_every,
+        write_samples=lambda state, step: self.write_samples(state, step, workdir),
+        evaluate=(lambda state, step: self.evaluate_held_out(state, step, writer))
+        if self.eval_batches else None)
 
   def final_evaluation(self, state: TrainState, workdir: Workdir,
                        writer: Any) -> Dict[str, float]:
