@@ -1,6 +1,6 @@
 """What an IF-GAN run on synthetic faces removes and keeps, against ground truth:
 
-    python -m launch.ifgan_report --workdir=ROOT/ifgan_seed0 --runs=ROOT
+    python -m launch.ifgan_report --workdir=W
 
 * identity left in G's output: linear probes of the subject (and of the expression) on the
   pixels of x and of G(x), for new images of training subjects (drawn after the dataset's own,
@@ -10,17 +10,10 @@
   with x's expression and intensity; the class's average face (G's training target) and the
   input itself against the same render, as references;
 * a grid PNG (--figure): per class three test inputs, G(input) and the ground truth, then the
-  class's average face;
-* with --runs, the test accuracies of the runs launch/ifgan_seeds.sh left in ROOT, per variant
-  mean ± std over the seeds.
+  class's average face.
 
 Writes WORKDIR/analysis/ifgan_report.json.
 """
-
-import glob
-import json
-import os
-import re
 
 import numpy as np
 from absl import app, flags
@@ -32,23 +25,10 @@ from flaxflow.tasks import ifgan as ifgan_task
 from launch import faces, research, runs
 
 _RUN = research.define_run_flags()
-_RUNS = flags.DEFINE_string("runs", None, "Folder of launch/ifgan_seeds.sh's runs to summarise.")
 _FIGURE = flags.DEFINE_string("figure", None, "Grid PNG (default: WORKDIR/analysis/ifgan_grid.png).")
 _SUBJECTS = flags.DEFINE_integer("subjects", 30, "Training subjects of the identity probe.")
 _PER_SUBJECT = flags.DEFINE_integer("per_subject", 20, "New images of each probed subject.")
 _GRID_INPUTS = flags.DEFINE_integer("grid_inputs", 3, "Test inputs per class in the grid.")
-
-
-def accuracy_summary(root: str) -> dict:
-  """{variant: summarize(test accuracies over seeds) with the seeds} of ROOT/<variant>_seed<S>."""
-  accuracies = {}
-  for path in sorted(glob.glob(os.path.join(root, "*_seed*", "final_metrics.json"))):
-    variant, seed = re.fullmatch(r"(.+)_seed(\d+)", os.path.basename(os.path.dirname(path))
-                                 ).groups()
-    with open(path) as file:
-      accuracies.setdefault(variant, {})[int(seed)] = json.load(file)["eval"]["accuracy"]
-  return {variant: {"seeds": sorted(by_seed), **analysis.summarize(
-      [by_seed[seed] for seed in sorted(by_seed)])} for variant, by_seed in accuracies.items()}
 
 
 def identity_probes(run, num_subjects: int, per_subject: int) -> dict:
@@ -108,8 +88,6 @@ def main(argv) -> None:
   analysis.save_image_table(figure, grid(test, generated, truth, averages, _GRID_INPUTS.value),
                             list(class_names), columns,
                             f"{run.config.dataset} {run.config.eval_split}, step {run.step}")
-  if _RUNS.value:
-    report["accuracy"] = accuracy_summary(_RUNS.value)
   identity = report["identity"]
   print(f"subject probe on {identity['subjects']} training subjects' new images: input "
         f"{100 * identity['input']['subject_accuracy']:.1f}%, G(input) "
@@ -121,9 +99,6 @@ def main(argv) -> None:
     scores = report["ground_truth"][name]
     print(f"{name} vs the average-identity render ({report['ground_truth']['images']} "
           f"{run.config.eval_split} images): L1 {scores['l1']:.4f}, SSIM {scores['ssim']:.4f}")
-  for variant, summary in report.get("accuracy", {}).items():
-    print(f"{variant}: test accuracy {100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}% "
-          f"over seeds {summary['seeds']} ({', '.join(f'{100 * a:.2f}' for a in summary['folds'])})")
   print(f"wrote {figure} and "
         f"{research.write_json(research.output_path(_RUN, 'ifgan_report.json'), report)}")
 

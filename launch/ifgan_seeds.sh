@@ -2,7 +2,7 @@
 # IF-GAN, IF-GAN w/o attention and E alone on 32x32 synthetic faces, one seed after another:
 #   launch/ifgan_seeds.sh ROOT [SEED...]   (default seeds 0 1 2)
 # Each run goes to ROOT/<variant>_seed<S>; a rerun resumes or skips finished runs. Then
-# `python -m launch.ifgan_report --runs=ROOT` gives the accuracies' mean and std.
+# `python -m launch.seed_summary --runs=ROOT` gives the accuracies' mean and std.
 set -euo pipefail
 root=${1:?usage: launch/ifgan_seeds.sh ROOT [SEED...]}
 shift
