@@ -202,12 +202,8 @@ def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoin
   """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`."""
   mesh = parallel.make_mesh() if mesh is None else mesh
   task = FlowTask(config, model, mesh)
-  batch = {"image": jnp.zeros((mesh.size, *model.image_shape), jnp.uint8),
-           "label": jnp.zeros((mesh.size,), jnp.int32)}
-  abstract_state = checkpointing.abstract_state(task.init_state,
-                                                parallel.replicated_sharding(mesh), batch,
-                                                jax.random.PRNGKey(0))
-  return checkpointing.restore_for_reading(checkpoint_dir, abstract_state, step)
+  return checkpointing.restore_task_state(task.init_state, checkpoint_dir, model.image_shape,
+                                          mesh, step)
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,

@@ -324,12 +324,7 @@ def restore_state(config: ml_collections.ConfigDict, checkpoint_dir: str,
   task = IFGANTask(config, model, mesh, (), None,
                    np.zeros((model.num_classes, *shape), np.float32),
                    np.zeros((model.num_classes, 1, *shape), np.uint8), steps_per_epoch=1)
-  batch = {"image": jnp.zeros((mesh.size, *shape), jnp.uint8),
-           "label": jnp.zeros((mesh.size,), jnp.int32)}
-  abstract_state = checkpointing.abstract_state(task.init_state,
-                                                parallel.replicated_sharding(mesh), batch,
-                                                jax.random.PRNGKey(0))
-  return checkpointing.restore_for_reading(checkpoint_dir, abstract_state, step)
+  return checkpointing.restore_task_state(task.init_state, checkpoint_dir, shape, mesh, step)
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
