@@ -262,10 +262,19 @@ _WORKER = textwrap.dedent("""
     import jax
     import numpy as np
     import test_ifgan as helpers
+    from flaxflow.tasks import ifgan as ifgan_task
     config = helpers.tiny_config(num_steps=3, batch_size=8, eval_batch_size=8)
-    result, writer = helpers.run(sys.argv[1], config, helpers.toy_examples())
-    sums = [float(np.asarray(leaf, np.float64).sum()) for leaf in jax.tree.leaves(result.state.params)]
-    print("RESULT " + json.dumps({"devices": jax.device_count(), "params": sums,
+    examples = helpers.toy_examples()
+    result, writer = helpers.run(sys.argv[1], config, examples)
+    task = helpers.make_task(config, examples)
+    x = ifgan_task.unit_images(examples["image"][:8])
+    params = jax.device_get(result.state.params)
+    generated = task._apply(params, x, method="generate")
+    outputs = [generated, task._apply(params, x, generated, method="discriminate"),
+               *task._apply(params, x, generated, method="classify"), params["centres"]]
+    print("RESULT " + json.dumps({"devices": jax.device_count(),
+                                  "outputs": [np.asarray(o, np.float64).ravel().tolist()
+                                              for o in outputs],
                                   "losses": [writer.scalars[s]["train/loss"] for s in (1, 2, 3)],
                                   "accuracy": result.eval_metrics["accuracy"]}))
 """)
@@ -286,5 +295,9 @@ def test_eight_devices_take_the_same_steps_as_one(tmp_path):
   one, eight = _train_on(1, tmp_path / "one"), _train_on(8, tmp_path / "eight")
   assert one["devices"] == 1 and eight["devices"] == 8
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-4)
-  np.testing.assert_allclose(eight["params"], one["params"], rtol=1e-4, atol=1e-4)
+  # The networks are compared by what they compute, not parameter by parameter: the bias of a
+  # convolution followed by instance norm has a gradient that is zero up to rounding, which
+  # differs with the reduction order, and Adam turns any such gradient into a full step.
+  for eight_output, one_output in zip(eight["outputs"], one["outputs"]):
+    np.testing.assert_allclose(eight_output, one_output, rtol=1e-3, atol=1e-4)
   assert eight["accuracy"] == one["accuracy"]
