@@ -84,6 +84,19 @@ def abstract_state(init: Callable[..., Any], sharding: jax.sharding.Sharding,
                       jax.eval_shape(init, *args))
 
 
+def restore_task_state(init_state: Callable[..., Any], checkpoint_dir: str,
+                       image_shape: Tuple[int, ...], mesh: jax.sharding.Mesh,
+                       step: Optional[int] = None) -> Any:
+  """The state of checkpoint `step` (default: the latest) of a task whose
+  `init_state(batch, rng)` makes it from {"image", "label"} batches of `image_shape`, replicated
+  on `mesh`; a zero batch of one image per device only gives the state its structure."""
+  batch = {"image": jax.numpy.zeros((mesh.size, *image_shape), jax.numpy.uint8),
+           "label": jax.numpy.zeros((mesh.size,), jax.numpy.int32)}
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = abstract_state(init_state, replicated, batch, jax.random.PRNGKey(0))
+  return restore_for_reading(checkpoint_dir, state, step)
+
+
 def restore(manager: ocp.CheckpointManager, abstract_state: Any,
             step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
   """(state, data_state) of `step` (default: the latest complete one).

@@ -64,6 +64,18 @@ class Task(Protocol):
     """The work of a finished run (e.g. samples); returns the held-out metrics."""
 
 
+def sample_and_eval_actions(*, sample_every: int, eval_every: int, write_samples: Any,
+                            evaluate: Any) -> List[periodic_actions.PeriodicCallback]:
+  """A task's usual periodic work: `write_samples(state, step)` every `sample_every` steps and
+  `evaluate(state, step)` every `eval_every` steps; 0 or a None callable leaves one out."""
+  actions = []
+  for every, work in ((sample_every, write_samples), (eval_every, evaluate)):
+    if every and work is not None:
+      actions.append(periodic_actions.PeriodicCallback(
+          every_steps=every, callback_fn=lambda step, t, state, work=work: work(state, step)))
+  return actions
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
   state: Any

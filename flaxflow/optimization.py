@@ -9,7 +9,7 @@ huge learning rate): that update is skipped too, so a non-finite value never ent
 """
 
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import flax
 import jax
@@ -22,7 +22,7 @@ from flaxflow import config_checks
 Array = jax.Array
 
 OPTIMIZERS = {"adam": optax.adam, "adamax": optax.adamax}
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "staircase")
 
 
 def check_optimizer_config(optimizer_config: ml_collections.ConfigDict) -> None:
@@ -33,11 +33,17 @@ def check_optimizer_config(optimizer_config: ml_collections.ConfigDict) -> None:
   config_checks.in_interval(config, "optimizer.grad_clip_norm", 0, math.inf)
   for decay in ("optimizer.b1", "optimizer.b2"):
     config_checks.in_interval(config, decay, 0, 1)
+  if "weight_decay" in optimizer_config:
+    config_checks.in_interval(config, "optimizer.weight_decay", 0, math.inf)
+  if optimizer_config.schedule == "staircase":
+    config_checks.in_interval(config, "optimizer.decay_rate", 0, 1)
+    config_checks.positive_int(config, "optimizer.decay_every_epochs")
 
 
-def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
-                           num_steps: int) -> optax.Schedule:
-  """Linear warm-up from 0 to `learning_rate`, then constant or cosine decay to 0 at `num_steps`."""
+def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict, num_steps: int,
+                           steps_per_epoch: Optional[int] = None) -> optax.Schedule:
+  """Linear warm-up from 0 to `learning_rate`, then constant, cosine decay to 0 at `num_steps`, or
+  staircase: times `decay_rate` every `decay_every_epochs` epochs of `steps_per_epoch`."""
   learning_rate = optimizer_config.learning_rate
   warmup_steps = optimizer_config.warmup_steps
   if optimizer_config.schedule not in SCHEDULES:
@@ -45,6 +51,12 @@ def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
                      f"{SCHEDULES}")
   if optimizer_config.schedule == "constant":
     after_warmup = optax.constant_schedule(learning_rate)
+  elif optimizer_config.schedule == "staircase":
+    if not steps_per_epoch:
+      raise ValueError("optimizer.schedule='staircase' needs the number of steps per epoch")
+    after_warmup = optax.exponential_decay(
+        learning_rate, optimizer_config.decay_every_epochs * steps_per_epoch,
+        optimizer_config.decay_rate, staircase=True)
   else:
     after_warmup = optax.cosine_decay_schedule(learning_rate, max(1, num_steps - warmup_steps))
   if warmup_steps <= 0:
@@ -53,16 +65,22 @@ def learning_rate_schedule(optimizer_config: ml_collections.ConfigDict,
   return optax.join_schedules([warmup, after_warmup], [warmup_steps])
 
 
-def make_optimizer(optimizer_config: ml_collections.ConfigDict,
-                   num_steps: int) -> optax.GradientTransformation:
-  """Adam or Adamax with warm-up, after clipping gradients to `grad_clip_norm` (0: no clipping)."""
+def make_optimizer(optimizer_config: ml_collections.ConfigDict, num_steps: int,
+                   steps_per_epoch: Optional[int] = None) -> optax.GradientTransformation:
+  """Adam or Adamax with warm-up, after clipping gradients to `grad_clip_norm` (0: no clipping).
+
+  An optional `weight_decay` adds that multiple of the parameters to the gradient before Adam
+  (an L2 penalty, as torch.optim.Adam's weight_decay does, not AdamW's decoupled decay).
+  """
   check_optimizer_config(optimizer_config)
   if optimizer_config.name not in OPTIMIZERS:
     raise ValueError(f"optimizer.name={optimizer_config.name!r}: expected one of "
                      f"{sorted(OPTIMIZERS)}")
   optimizer = OPTIMIZERS[optimizer_config.name](
-      learning_rate_schedule(optimizer_config, num_steps), b1=optimizer_config.b1,
-      b2=optimizer_config.b2, eps=optimizer_config.eps)
+      learning_rate_schedule(optimizer_config, num_steps, steps_per_epoch),
+      b1=optimizer_config.b1, b2=optimizer_config.b2, eps=optimizer_config.eps)
+  if optimizer_config.get("weight_decay", 0.0) > 0:
+    optimizer = optax.chain(optax.add_decayed_weights(optimizer_config.weight_decay), optimizer)
   if optimizer_config.grad_clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(optimizer_config.grad_clip_norm), optimizer)
   return optimizer

@@ -1,4 +1,4 @@
-"""k-fold cross-validated recognition accuracy of a class-conditional flow.
+"""k-fold cross-validated recognition accuracy of a class-conditional flow or of IF-GAN.
 
     python -m launch.cross_validate --config=launch/configs/digits_classifier.py --workdir=W \
         --folds=10
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from flaxflow import analysis, models
+from flaxflow import analysis, tasks
 from launch import research, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
@@ -45,7 +45,7 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config, workdir = runs.config_from_flag(_CONFIG), os.path.abspath(research.WORKDIR.value)
   runs.start_devices()
-  model = models.create(config.model)
+  model = tasks.create_model(config)
   if not model.is_class_conditional:
     raise app.UsageError(f"--config: {config.model.name} with num_classes=0 does not classify")
   examples, info = pooled_examples(config)
@@ -57,8 +57,9 @@ def main(argv) -> None:
   for index, (train, test) in enumerate(folds.folds):
     fold_dir = os.path.join(workdir, f"fold_{index}")
     part = lambda rows: {key: values[rows] for key, values in examples.items()}
-    state = research.train_on_examples(config, part(train), fold_dir, info.class_names)
-    report = analysis.evaluate(model, state.variables(use_ema=True),
+    research.train_on_examples(config, part(train), fold_dir, info.class_names)
+    run = tasks.load_trained(fold_dir)
+    report = analysis.evaluate(run.model, run.variables,
                                analysis.array_batches(part(test), config.eval_batch_size),
                                n_bits=config.n_bits, class_names=info.class_names,
                                rng=jax.random.PRNGKey(config.seed))

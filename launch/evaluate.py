@@ -2,8 +2,9 @@
 
 Bits/dim and mean log-likelihood on the test split, each named for what it is: of p(x) (the
 marginal, for class-conditional models) and of p(x | y_true) ("_given_label"); SVD models: of the
-truncated data and ("raw_") of the raw images. And for class-conditional models the recognition
-accuracy with a confusion matrix (printed and as PNG). Writes W/analysis/evaluation.json and W/analysis/confusion_matrix.png.
+truncated data and ("raw_") of the raw images; none for IF-GAN, which has no likelihood. And for
+class-conditional models the recognition accuracy with a confusion matrix (printed and as PNG).
+Writes W/analysis/evaluation.json and W/analysis/confusion_matrix.png.
 """
 
 import jax

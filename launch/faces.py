@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from data.synthetic_faces import builder as synthetic_faces_builder
 from data.synthetic_faces import factors, render
 from flaxflow import analysis, objectives
 from flaxflow.tasks import decgan as decgan_task
@@ -58,6 +59,36 @@ def target_renders(examples: Dict[str, np.ndarray], num_classes: int) -> np.ndar
                   intensity.astype(np.float32), np.repeat(examples["nuisance"], num_classes,
                                                           axis=0), side)
   return images.reshape(batch, num_classes, *images.shape[1:])
+
+
+def unseen_images_of_subjects(config: Any, split: str, num_subjects: int,
+                              per_subject: int) -> Dict[str, np.ndarray]:
+  """`per_subject` new images of each of the first `num_subjects` people of `split`: drawn as
+  the dataset draws its images, with image numbers after the dataset's own, so that no model
+  trained on the split has seen them. "image", "label", "subject" (str), "intensity"."""
+  if not is_synthetic_faces(config.dataset):
+    raise ValueError(f"config.dataset={config.dataset!r}: only synthetic_faces can draw new images")
+  builder_config = synthetic_faces_builder.make_config(int(config.dataset.partition("/")[2]))
+  subjects = list(builder_config.subject_numbers(split))[:num_subjects]
+  first = builder_config.images_per_subject
+  drawn = factors.image_factors(builder_config.seed, subjects, first + per_subject)
+  rows = (np.arange(len(subjects))[:, None] * (first + per_subject)
+          + first + np.arange(per_subject)).reshape(-1)
+  new = drawn[rows]
+  return {"image": render(*new.as_render_args(), builder_config.image_size),
+          "label": new.expression, "intensity": new.intensity,
+          "subject": np.repeat([synthetic_faces_builder.subject_name(subject)
+                                for subject in subjects], per_subject)}
+
+
+def average_identity_renders(labels: np.ndarray, intensities: np.ndarray,
+                             side: int) -> np.ndarray:
+  """uint8 (N, side, side, 1): the average person (`mean_identity`), upright, evenly lit and
+  noiseless, with each expression at its intensity: what an ideal IF-GAN generator draws."""
+  count = len(labels)
+  return render(np.tile(factors.mean_identity(), (count, 1)), np.asarray(labels),
+                np.asarray(intensities, np.float32),
+                np.tile(factors.NEUTRAL_NUISANCE, (count, 1)), side)
 
 
 def at_bit_depth(images: np.ndarray, n_bits: int) -> np.ndarray:

@@ -12,7 +12,6 @@ from absl import flags, logging
 from data import datasets, pipeline
 from data.tf_cpu import tf
 from flaxflow import analysis, tasks
-from flaxflow.tasks import flow
 from flaxflow.tasks.trained import TrainedModel
 from flaxflow.workdir import Workdir
 from launch import runs
@@ -95,7 +94,7 @@ def split_examples(config: Any, split: str) -> Tuple[dict, datasets.DatasetInfo]
 
 def train_on_examples(config: ml_collections.ConfigDict, examples: dict, workdir: str,
                       class_names: Tuple[str, ...],
-                      eval_examples: Optional[dict] = None) -> flow.TrainState:
+                      eval_examples: Optional[dict] = None) -> Any:
   """Trains `config.model` on in-memory `examples` into `workdir` as launch.train would, resuming a
   run left there, evaluating on `eval_examples` (if given) every `config.eval_every` steps and at
   the end; returns the final state."""

@@ -174,8 +174,9 @@ def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, trai
   anything in it is written."""
   check_training_config(config)
   mesh = parallel.make_mesh()
-  task = tasks.family_of(config).create_task(config, mesh, image_shape=image_shape,
-                                             class_names=class_names, eval_batches=eval_batches)
+  task = tasks.family_of(config).create_task(
+      config, mesh, image_shape=image_shape, class_names=class_names, eval_batches=eval_batches,
+      train_batches=lambda: pipeline.eval_batches(train_set, batch_size=config.eval_batch_size))
   with workdir.lock() if parallel.is_primary() else contextlib.nullcontext():
     workdir.check_config_matches(config)
     train_iterator = pipeline.TrainIterator(train_set, global_batch_size=config.batch_size,

@@ -1,8 +1,9 @@
-"""Trains a model of any family (flows, DECGAN):
+"""Trains a model of any family (flows, the CNN baseline, DECGAN, IF-GAN):
 `python -m launch.train --config=launch/configs/<name>.py --workdir=DIR`.
 
 Without --config it trains the small class-conditional BPLF of launch/configs/default.py on 32x32
-synthetic faces (digits: --config=launch/configs/digits_bplf.py). Any config field can be
+synthetic faces (digits: --config=launch/configs/digits_bplf.py; IF-GAN:
+--config=launch/configs/ifgan_faces.py). Any config field can be
 overridden, e.g. `--config.num_steps=200`. Rerunning the same command resumes from the latest
 checkpoint in --workdir. Exit codes: `launch.runs`.
 """
@@ -39,9 +40,8 @@ def main(argv) -> None:
     runs.exit_with_message(runs.EXIT_PREEMPTED, "preempted (SIGTERM) after saving a checkpoint; "
                            "rerun the same command to resume")
   if result.eval_metrics:
-    logging.info("final %s %s: %s", config.dataset, config.eval_split,
-                 " ".join(f"{name}={value:.4f}" for name, value in
-                          sorted(result.eval_metrics.items())))
+    logging.info("final %s %s: %s", config.dataset, config.eval_split, " ".join(
+        f"{name}={value:.4f}" for name, value in sorted(result.eval_metrics.items())))
 
 
 if __name__ == "__main__":

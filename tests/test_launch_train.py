@@ -78,6 +78,7 @@ def final_metrics(workdir):
 def test_every_config_builds_its_model(path):
   config = load_config(path)
   assert config.dataset and config.num_steps > 0
+  tasks.check_config(config)
   family = tasks.family_of(config)
   variables = jax.eval_shape(lambda: family.init_variables(config, jax.random.PRNGKey(0)))
   assert jax.tree.leaves(variables["params"])

@@ -75,6 +75,30 @@ def test_learning_rate_warms_up_linearly_then_decays():
   np.testing.assert_allclose(schedule(110), 0.0, atol=1e-6)
 
 
+def test_staircase_schedule_decays_every_so_many_epochs():
+  optimizer_config = toy_config(**{"optimizer.warmup_steps": 0}).optimizer
+  optimizer_config.update(dict(schedule="staircase", learning_rate=1.0, decay_rate=0.9,
+                               decay_every_epochs=10))
+  schedule = optimization.learning_rate_schedule(optimizer_config, num_steps=1000,
+                                                 steps_per_epoch=5)
+  np.testing.assert_allclose([schedule(0), schedule(49), schedule(50), schedule(120)],
+                             [1.0, 1.0, 0.9, 0.81], rtol=1e-6)
+  with pytest.raises(ValueError, match="steps per epoch"):
+    optimization.learning_rate_schedule(optimizer_config, num_steps=1000)
+
+
+def test_weight_decay_adds_the_parameters_to_the_gradient_before_adam():
+  config = toy_config(**{"optimizer.warmup_steps": 0, "optimizer.grad_clip_norm": 0.0,
+                         "optimizer.learning_rate": 0.1})
+  config.optimizer.weight_decay = 0.5
+  optimizer = optimization.make_optimizer(config.optimizer, num_steps=10)
+  params = {"w": jnp.array([2.0, -2.0, 0.0])}
+  updates, _ = optimizer.update({"w": jnp.array([-1.0, 0.0, 0.0])}, optimizer.init(params),
+                                params)
+  # Gradients plus 0.5 * w: (0, -1, 0); Adam's first step moves each non-zero one by lr.
+  np.testing.assert_allclose(updates["w"], [0.0, 0.1, 0.0], atol=1e-6)
+
+
 @pytest.mark.parametrize("field, value", [("optimizer.name", "sgd"),
                                           ("optimizer.schedule", "linear")])
 def test_unknown_optimizer_settings_are_named_in_the_error(field, value):

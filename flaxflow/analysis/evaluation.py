@@ -45,8 +45,12 @@ def example_scores(model: nn.Module, variables: Any, images: Array, labels: Arra
   "log_prob": log p(x), or log p(x | label) for a class-conditional model; for an SVD model of the
   image truncated on its discrete values (`objectives.model_input`), and then also "raw_log_prob"
   of the image as it is, with the same dequantisation noise. "class_log_joint": see
-  `class_log_joint`.
+  `class_log_joint`. A model without a likelihood (`has_likelihood` False) gives only its class
+  logits, of the images at their bin centres.
   """
+  if not model.has_likelihood:
+    x = objectives.dequantize(None, images, n_bits)
+    return {"class_log_joint": model.apply(variables, x, method="class_logits")}
   x = objectives.model_input(model, rng, images, n_bits)
   labels = model.conditioning_labels(labels)
   scores = {"log_prob": model.apply(variables, x, labels, method="log_prob")}
@@ -120,15 +124,17 @@ def evaluation_report(scores: Dict[str, np.ndarray], *, num_dims: int, n_bits: i
   """The JSON-able summary of `score_examples`' output (see `evaluate`)."""
   conditional = "class_log_joint" in scores
   suffix = "_given_label" if conditional else ""
-  report = {"num_examples": int(len(scores["log_prob"])),
-            **likelihood_metrics(scores["log_prob"], num_dims, n_bits, suffix)}
+  report = {"num_examples": int(len(scores["label"]))}
+  if "log_prob" in scores:
+    report.update(likelihood_metrics(scores["log_prob"], num_dims, n_bits, suffix))
   if "raw_log_prob" in scores:
     report.update({f"raw_{name}": value for name, value in
                    likelihood_metrics(scores["raw_log_prob"], num_dims, n_bits, suffix).items()})
   if conditional:
     log_joint = np.asarray(scores["class_log_joint"], np.float64)
-    marginal = np.logaddexp.reduce(log_joint, axis=-1)
-    report.update(likelihood_metrics(marginal, num_dims, n_bits))
+    if "log_prob" in scores:
+      marginal = np.logaddexp.reduce(log_joint, axis=-1)
+      report.update(likelihood_metrics(marginal, num_dims, n_bits))
     report.update(recognition_metrics(log_joint, scores["label"], class_names))
   return report
 
@@ -143,7 +149,8 @@ def evaluate(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Bat
   bits_per_dim_given_label, log_likelihood_nats_given_label (log p(x | y_true)), accuracy,
   class_recall, confusion_matrix (rows: true class) and class_names. SVD models: the likelihood
   keys are of the truncated data, and raw_bits_per_dim[_given_label],
-  raw_log_likelihood_nats[_given_label] of the untruncated images.
+  raw_log_likelihood_nats[_given_label] of the untruncated images. A model without a
+  likelihood (e.g. IF-GAN) gives no likelihood keys.
   """
   scores = score_examples(model, variables, batches, n_bits=n_bits, rng=rng, mesh=mesh)
   num_dims = int(np.prod(model.image_shape))

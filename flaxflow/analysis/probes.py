@@ -69,3 +69,12 @@ def latent_probes(model: nn.Module, variables: Any, examples: Mapping[str, np.nd
                  "subject_accuracy": probe_accuracy(latents["features"], latents["subject"],
                                                     test)})
   return rows
+
+
+def pixel_probes(images: np.ndarray, labels: np.ndarray, subjects: np.ndarray,
+                 test: np.ndarray) -> Dict[str, float]:
+  """The probe accuracies of the expression and of the subject read off the pixels of uint8
+  `images` (N, H, W, C), fitted on the rows outside `test`: how much of each an image shows."""
+  pixels = np.asarray(images, np.float32).reshape(len(images), -1) / 255
+  return {"expression_accuracy": probe_accuracy(pixels, labels, test),
+          "subject_accuracy": probe_accuracy(pixels, subjects, test)}

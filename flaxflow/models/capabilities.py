@@ -16,11 +16,14 @@ class ModelCapabilities:
 
   `num_classes` is 0 for an unconditional model. `is_classifier` marks a model that computes class
   logits itself (`class_logits`); other class-conditional models classify only by Bayes' rule.
+  `has_likelihood` is False for a model without a density (a GAN's classifier): it has no
+  `log_prob`, and evaluation reads only its `class_logits`.
   """
 
   image_shape: Tuple[int, ...]
   num_classes: int
   is_classifier: ClassVar[bool] = False
+  has_likelihood: ClassVar[bool] = True
   # The rank its data are truncated to, on the discrete image (None: used as they are).
   svd_rank: Optional[int] = None
 

@@ -3,9 +3,12 @@ config's `model.name`.
 
 Each family's module declares `MODEL_NAMES` and gives:
   `check_config(config)`: its own config fields, checked before any data is loaded;
-  `create_task(config, mesh, *, image_shape, class_names, eval_batches)`: the `loop.Task` that
-    trains `config.model` on data of `image_shape` and `class_names`, failing with the config
-    fields to change when the two do not match;
+  `create_model(model_config)`: the model (a module with `flaxflow.models.capabilities`);
+  `create_task(config, mesh, *, image_shape, class_names, eval_batches, train_batches)`: the
+    `loop.Task` that trains `config.model` on data of `image_shape` and `class_names`, failing
+    with the config fields to change when the two do not match; `train_batches()` is one pass
+    over the training split for a family that needs one before training (IF-GAN's average
+    faces);
   `load_trained(workdir, step, use_ema, mesh)`: the trained model of a finished or running run;
   `init_variables(config, rng)`: the variables of `config.model` (for checks of a config).
 """
@@ -16,10 +19,10 @@ from typing import Optional
 import jax
 import ml_collections
 
-from flaxflow.tasks import cnn, decgan, flow
+from flaxflow.tasks import cnn, decgan, flow, ifgan
 from flaxflow.workdir import Workdir
 
-FAMILIES = (flow, cnn, decgan)
+FAMILIES = (flow, cnn, decgan, ifgan)
 
 
 def family_of(config: ml_collections.ConfigDict) -> ModuleType:
@@ -35,6 +38,11 @@ def family_of(config: ml_collections.ConfigDict) -> ModuleType:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """The fields of `config`'s model family, checked before any data is loaded."""
   family_of(config).check_config(config)
+
+
+def create_model(config: ml_collections.ConfigDict):
+  """The model of `config.model`, of whichever family it is."""
+  return family_of(config).create_model(config.model)
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,

@@ -88,8 +88,10 @@ class CNNTask(flow.FlowTask):
 
 def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                 image_shape: Sequence[int], class_names: Sequence[str],
-                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
+                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None,
+                train_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
                 ) -> CNNTask:
+  del train_batches  # Nothing to learn before training.
   model = create_model(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
   flow.check_eval_batch_size(config, mesh)

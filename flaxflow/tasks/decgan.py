@@ -27,22 +27,25 @@ import ml_collections
 import numpy as np
 from clu import periodic_actions
 
-from flaxflow import config_checks, images, loop, optimization, parallel
+from flaxflow import checkpointing, config_checks, images, loop, optimization, parallel
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation
 from flaxflow.gan import adversarial, decgan
 from flaxflow.tasks import flow
 from flaxflow.models.capabilities import check_model_matches_data
-from flaxflow.tasks.trained import TrainedModel, restore_task_state
+from flaxflow.tasks.trained import TrainedModel
 from flaxflow.workdir import Workdir
 
 Array = jax.Array
 MODEL_NAMES = ("decgan",)
 
 
+create_model = decgan.create
+
+
 def init_variables(config: ml_collections.ConfigDict, rng: Array) -> Dict[str, Any]:
   """The variables of `config.model` (for checks of a config's model)."""
-  model = decgan.create(config.model)
+  model = create_model(config.model)
   images = jnp.zeros((1, *config.model.image_shape), jnp.float32)
   return model.init({"params": rng}, images, images)
 
@@ -89,11 +92,13 @@ def loss_weights(config: ml_collections.ConfigDict) -> decgan.LossWeights:
 
 def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                 image_shape: Sequence[int], class_names: Sequence[str],
-                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
+                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None,
+                train_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
                 ) -> "DecganTask":
   """The task of training `config.model` on images of `image_shape` in `class_names`."""
+  del train_batches  # Nothing to learn before training.
   check_config(config)
-  model = decgan.create(config.model)
+  model = create_model(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
   flow.check_eval_batch_size(config, mesh)
   return DecganTask(config, model, mesh, class_names, eval_batches)
@@ -241,9 +246,9 @@ def restore_state(config: ml_collections.ConfigDict, checkpoint_dir: str,
                   mesh: Optional[jax.sharding.Mesh] = None) -> adversarial.AdversarialState:
   """The train state of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`."""
   mesh = parallel.make_mesh() if mesh is None else mesh
-  model = decgan.create(config.model)
-  return restore_task_state(DecganTask(config, model, mesh), model.image_shape, checkpoint_dir,
-                            step, mesh)
+  model = create_model(config.model)
+  return checkpointing.restore_task_state(DecganTask(config, model, mesh).init_state,
+                                          checkpoint_dir, model.image_shape, mesh, step)
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
@@ -254,5 +259,5 @@ def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
   run = Workdir(workdir)
   config = run.read_config()
   state = restore_state(config, run.checkpoints, step, mesh)
-  return TrainedModel(config=config, model=decgan.create(config.model),
+  return TrainedModel(config=config, model=create_model(config.model),
                       variables={"params": state.params}, step=int(np.asarray(state.step)))

@@ -19,11 +19,11 @@ import numpy as np
 import optax
 from clu import periodic_actions
 
-from flaxflow import config_checks, images, loop, models, objectives, optimization, parallel
+from flaxflow import checkpointing, config_checks, images, loop, models, objectives, optimization, parallel
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation, generation
 from flaxflow.models.capabilities import check_model_matches_data
-from flaxflow.tasks.trained import TrainedModel, restore_task_state
+from flaxflow.tasks.trained import TrainedModel
 from flaxflow.workdir import Workdir
 
 Array = jax.Array
@@ -129,11 +129,18 @@ def check_eval_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.
                      f"the {mesh.size // jax.process_count()} devices of each process")
 
 
+def create_model(model_config: ml_collections.ConfigDict) -> nn.Module:
+  return models.create(model_config)
+
+
 def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                 image_shape: Sequence[int], class_names: Sequence[str],
-                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
+                eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None,
+                train_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
                 ) -> "FlowTask":
-  """The task of training `config.model` on images of `image_shape` in `class_names`."""
+  """The task of training `config.model` on images of `image_shape` in `class_names`; a flow
+  needs no pass over the training split before training (`train_batches` is not read)."""
+  del train_batches
   model = models.create(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
   check_eval_batch_size(config, mesh)
@@ -192,16 +199,11 @@ class FlowTask:
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:
-    actions = []
-    if self.config.sample_every:
-      actions.append(periodic_actions.PeriodicCallback(
-          every_steps=self.config.sample_every,
-          callback_fn=lambda step, t, state: self.write_samples(state, step, workdir)))
-    if self.eval_batches and self.config.eval_every:
-      actions.append(periodic_actions.PeriodicCallback(
-          every_steps=self.config.eval_every,
-          callback_fn=lambda step, t, state: self.evaluate_held_out(state, step, writer)))
-    return actions
+    return loop.sample_and_eval_actions(
+        sample_every=self.config.sample_every, eval_every=self.config.eval_every,
+        write_samples=lambda state, step: self.write_samples(state, step, workdir),
+        evaluate=(lambda state, step: self.evaluate_held_out(state, step, writer))
+        if self.eval_batches else None)
 
   def final_evaluation(self, state: TrainState, workdir: Workdir,
                        writer: Any) -> Dict[str, float]:
@@ -216,8 +218,8 @@ def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoin
   """The `TrainState` of `step` (default: the latest) in `checkpoint_dir`, replicated on `mesh`;
   `task_class` (default `FlowTask`, or a subclass of it) makes the state's structure."""
   mesh = parallel.make_mesh() if mesh is None else mesh
-  return restore_task_state((task_class or FlowTask)(config, model, mesh), model.image_shape,
-                            checkpoint_dir, step, mesh)
+  return checkpointing.restore_task_state((task_class or FlowTask)(config, model, mesh).init_state,
+                                          checkpoint_dir, model.image_shape, mesh, step)
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
