@@ -1,4 +1,10 @@
-"""An in-memory data iterator and a recording metric writer for tests of the training loop."""
+"""An in-memory data iterator, a recording metric writer, and a worker on simulated devices, for
+tests of the training loop."""
+
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -41,3 +47,18 @@ class RecordingWriter:
 
   def flush(self):
     pass
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_on_simulated_devices(worker_source: str, workdir, devices: int) -> dict:
+  """Runs `worker_source` (Python; argv[1] is `workdir`) on `devices` simulated CPU devices in a
+  fresh process, and returns the JSON it printed on its line starting with "RESULT "."""
+  environment = dict(os.environ, JAX_PLATFORMS="cpu",
+                     XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  process = subprocess.run([sys.executable, "-c", worker_source, str(workdir)], cwd=REPO_ROOT,
+                           env=environment, capture_output=True, text=True, timeout=600)
+  assert process.returncode == 0, process.stderr[-3000:]
+  line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
+  return json.loads(line[len("RESULT "):])

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxflow import objectives, parallel
+from flaxflow import loop, objectives, parallel
 from flaxflow.analysis import batches as batches_lib
 
 Array = jax.Array
@@ -194,3 +194,13 @@ def mean_example_metrics(model: nn.Module, variables: Any, batches: Iterable[bat
   if count == 0:
     raise ValueError("mean_example_metrics: `batches` yielded no examples")
   return {name: total / count for name, total in totals.items()}
+
+
+def report_held_out(model: nn.Module, variables: Any, batches: Iterable[batches_lib.Batch], *,
+                    loss_fn: LossFn, mesh: jax.sharding.Mesh, seed: int, step: int,
+                    writer: Any) -> Dict[str, float]:
+  """A training task's held-out evaluation: `mean_example_metrics` with the run's "eval" random
+  stream, logged and written as "eval/<name>" at `step`."""
+  metrics = mean_example_metrics(model, variables, batches, loss_fn=loss_fn, mesh=mesh,
+                                 rng=loop.stream_key(seed, "eval"))
+  return loop.report_eval_metrics(step, metrics, writer)

@@ -167,12 +167,11 @@ class DecganTask:
   def evaluate_held_out(self, state: adversarial.AdversarialState, step: int,
                         writer: Any) -> Dict[str, float]:
     """E2's accuracy and the cycle L1 on `eval_batches`, logged and written as "eval/<name>"."""
-    metrics = evaluation.mean_example_metrics(
+    return evaluation.report_held_out(
         self.model, {"params": state.params}, self.eval_batches(),
         loss_fn=lambda model, variables, image, label, rng: (None, jax.tree.map(
             jnp.mean, _held_out_scores(model, variables, image, label))),
-        mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
-    return loop.report_eval_metrics(step, metrics, writer)
+        mesh=self.mesh, seed=self.config.seed, step=step, writer=writer)
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:

@@ -192,10 +192,9 @@ class FlowTask:
   def evaluate_held_out(self, state: TrainState, step: int, writer: Any) -> Dict[str, float]:
     """Mean loss metrics on `eval_batches`, logged and written as "eval/<name>": "bits_per_dim"
     of p(x) and, for class-conditional models, "bits_per_dim_given_label" and "accuracy"."""
-    metrics = evaluation.mean_example_metrics(
+    return evaluation.report_held_out(
         self.model, state.variables(use_ema=True), self.eval_batches(), loss_fn=self.eval_loss_fn,
-        mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
-    return loop.report_eval_metrics(step, metrics, writer)
+        mesh=self.mesh, seed=self.config.seed, step=step, writer=writer)
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:

@@ -290,10 +290,9 @@ class IFGANTask:
 
   def evaluate_held_out(self, state: adversarial.AdversarialState, step: int,
                         writer: Any) -> Dict[str, float]:
-    metrics = evaluation.mean_example_metrics(
+    return evaluation.report_held_out(
         self.model, self.variables(state), self.eval_batches(), loss_fn=held_out_metrics,
-        mesh=self.mesh, rng=loop.stream_key(self.config.seed, "eval"))
-    return loop.report_eval_metrics(step, metrics, writer)
+        mesh=self.mesh, seed=self.config.seed, step=step, writer=writer)
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:

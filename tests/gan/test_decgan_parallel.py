@@ -1,16 +1,12 @@
 """DECGAN's data-parallel step: 8 simulated devices follow the one-device trajectory (pairs,
 history buffer and losses are computed on the global batch, so only summation order differs)."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from training_helpers import run_on_simulated_devices
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Trains the tiny DECGAN of test_decgan for 4 steps through the loop; prints losses and the sum
 # of every parameter as JSON.
@@ -33,19 +29,10 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _run(workdir, devices):
-  environment = dict(os.environ, JAX_PLATFORMS="cpu",
-                     XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  process = subprocess.run([sys.executable, "-c", _WORKER, str(workdir)], cwd=REPO_ROOT,
-                           env=environment, capture_output=True, text=True, timeout=600)
-  assert process.returncode == 0, process.stderr[-3000:]
-  line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
-  return json.loads(line[len("RESULT "):])
-
-
 @pytest.mark.slow
 def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
-  one, eight = _run(tmp_path / "one", 1), _run(tmp_path / "eight", 8)
+  one, eight = (run_on_simulated_devices(_WORKER, tmp_path / name, devices)
+                for name, devices in (("one", 1), ("eight", 8)))
   assert one["devices"] == 1 and eight["devices"] == 8
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=2e-5)
   np.testing.assert_allclose(eight["cycle"], one["cycle"], rtol=2e-5)

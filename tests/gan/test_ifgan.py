@@ -1,10 +1,7 @@
 """IF-GAN's networks, island loss and task: shapes, pure state, attention, the train step, resume,
 evaluation through the shared tools, and the data-parallel step."""
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -18,9 +15,8 @@ from flaxflow.analysis import batches as batches_lib
 from flaxflow.gan import ifgan
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.workdir import Workdir
-from training_helpers import ArrayIterator, RecordingWriter
+from training_helpers import ArrayIterator, RecordingWriter, run_on_simulated_devices
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIDE, CLASSES = 16, 3
 CLASS_NAMES = ("a", "b", "c")
 
@@ -280,19 +276,10 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _train_on(devices, workdir):
-  environment = dict(os.environ, JAX_PLATFORMS="cpu",
-                     XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  process = subprocess.run([sys.executable, "-c", _WORKER, str(workdir)], cwd=REPO_ROOT,
-                           env=environment, capture_output=True, text=True, timeout=600)
-  assert process.returncode == 0, process.stderr[-3000:]
-  line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
-  return json.loads(line[len("RESULT "):])
-
-
 @pytest.mark.slow
 def test_eight_devices_take_the_same_steps_as_one(tmp_path):
-  one, eight = _train_on(1, tmp_path / "one"), _train_on(8, tmp_path / "eight")
+  one, eight = (run_on_simulated_devices(_WORKER, tmp_path / name, devices)
+                for name, devices in (("one", 1), ("eight", 8)))
   assert one["devices"] == 1 and eight["devices"] == 8
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-4)
   # The networks are compared by what they compute, not parameter by parameter: the bias of a
