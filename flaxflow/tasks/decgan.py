@@ -188,30 +188,35 @@ class DecganTask:
     return self.evaluate_held_out(state, step, writer) if self.eval_batches else {}
 
 
+def _to_every_class(model: decgan.DECGAN, images_of_classes: Callable[[Any, Array, Array], Array],
+                    variables: Any, inputs: np.ndarray) -> np.ndarray:
+  """uint8 (B, classes, H, W, C): `images_of_classes(variables, x, classes)` of every input
+  with every class, in one jitted batch."""
+  batch, num_classes = len(inputs), model.num_classes
+  repeated = jnp.repeat(jnp.asarray(inputs), num_classes, axis=0)
+  classes = jnp.tile(jnp.arange(num_classes), batch)
+  images = jax.jit(images_of_classes)(variables, repeated, classes)
+  return np.asarray(images).reshape(batch, num_classes, *inputs.shape[1:])
+
+
 def class_transfers(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                     class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class
   (`decgan.transfer_to_class`)."""
-  batch, num_classes = len(inputs), model.num_classes
-  repeated = jnp.repeat(jnp.asarray(inputs), num_classes, axis=0)
-  classes = jnp.tile(jnp.arange(num_classes), batch)
-  moved = jax.jit(functools.partial(decgan.transfer_to_class, model))(
-      variables, repeated, classes,
-      None if class_conditions is None else jnp.asarray(class_conditions))
-  return np.asarray(moved).reshape(batch, num_classes, *inputs.shape[1:])
+  return _to_every_class(
+      model, lambda variables, x, classes: decgan.transfer_to_class(
+          model, variables, x, classes, class_conditions), variables, inputs)
 
 
 def class_cycles(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                  class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class and back by the cycle
   (`decgan.cycle_reconstruction`)."""
-  batch, num_classes = len(inputs), model.num_classes
-  repeated = jnp.repeat(jnp.asarray(inputs), num_classes, axis=0)
-  conditions = decgan.class_conditions_of(jnp.tile(jnp.arange(num_classes), batch), num_classes,
-                                          class_conditions)
-  back = jax.jit(functools.partial(decgan.cycle_reconstruction, model))(variables, repeated,
-                                                                        conditions)
-  return np.asarray(back).reshape(batch, num_classes, *inputs.shape[1:])
+  return _to_every_class(
+      model, lambda variables, x, classes: decgan.cycle_reconstruction(
+          model, variables, x,
+          decgan.class_conditions_of(classes, model.num_classes, class_conditions)),
+      variables, inputs)
 
 
 def expression_classes(model: decgan.DECGAN, variables: Any, inputs: np.ndarray) -> np.ndarray:
