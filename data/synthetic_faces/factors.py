@@ -108,6 +108,11 @@ class Factors:
   def as_render_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return self.identity, self.expression, self.intensity, self.nuisance
 
+  def at_full_intensity(self) -> "Factors":
+    """The same images with every expression at intensity 1 (neutral stays 0)."""
+    intensity = np.where(self.expression == NEUTRAL, 0, 1).astype(np.float32)
+    return Factors(self.identity, self.expression, intensity, self.nuisance)
+
 
 def mean_identity() -> np.ndarray:
   """The average person: every identity range's midpoint, without glasses."""

@@ -54,14 +54,18 @@ def tile(condition: Array, height: int, width: int) -> Array:
 
 
 class Encoder(nn.Module):
-  """Table 1's encoder: conv k0/1, then k/2 convolutions, each instance-normed with LeakyReLU.
+  """Table 1's encoder: conv k0/1, then k/2 convolutions, each instance-normed with LeakyReLU,
+  and the paper's top fully connected layer on the flattened last feature map.
 
-  With `num_classes`, it also returns class logits from its spatially averaged last features
-  (E2). Returns (feature map, embedding, logits or None); the embedding is the spatial mean of
-  the feature map, what the association compares.
+  Returns (feature map, embedding, logits or None): the embedding is the fully connected
+  layer's output, what the association compares; with `num_classes` (E2) the logits are a
+  linear read-out of it. The top layer sees every position: a spatial mean of instance-normed
+  features keeps only each channel's distribution, not where the mouth opens or the brows
+  drop, and with it E2 read expressions at 25% after 1000 steps (chance 14%).
   """
   widths: Sequence[int] = (64, 128, 256)
   kernels: Sequence[int] = (7, 3, 3)
+  embedding_features: int = 128
   num_classes: Optional[int] = None
 
   @nn.compact
@@ -72,7 +76,7 @@ class Encoder(nn.Module):
       x = conv.Conv(width, (kernel, kernel), strides=1 if index == 0 else 2, padding="SAME",
                     use_bias=False)(x)
       x = nn.leaky_relu(nn.InstanceNorm()(x), 0.2)
-    embedding = x.mean(axis=(1, 2))
+    embedding = nn.Dense(self.embedding_features)(x.reshape(x.shape[0], -1))
     logits = nn.Dense(self.num_classes)(embedding) if self.num_classes else None
     return x, embedding, logits
 
@@ -132,6 +136,7 @@ class DECGAN(nn.Module):
   num_classes: int
   encoder_widths: Sequence[int] = (64, 128, 256)
   encoder_kernels: Sequence[int] = (7, 3, 3)
+  encoder_embedding_features: int = 128
   generator_widths: Sequence[int] = (256, 128, 64)
   generator_kernels: Sequence[int] = (3, 3, 7)
   generator_output_kernel: int = 7
@@ -141,7 +146,8 @@ class DECGAN(nn.Module):
   condition_shifts: bool = True
 
   def setup(self):
-    encoder = dict(widths=self.encoder_widths, kernels=self.encoder_kernels)
+    encoder = dict(widths=self.encoder_widths, kernels=self.encoder_kernels,
+                   embedding_features=self.encoder_embedding_features)
     self.E1 = Encoder(**encoder)
     self.E2 = Encoder(**encoder, num_classes=self.num_classes)
     generator = dict(channels=self.image_shape[-1], widths=self.generator_widths,

@@ -52,7 +52,8 @@ def init_variables(config: ml_collections.ConfigDict, rng: Array) -> Dict[str, A
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """The DECGAN task's fields (the loop checks its own, `flaxflow.loop.check_config`)."""
-  config_checks.positive_int(config, "eval_batch_size", "model.num_classes")
+  config_checks.positive_int(config, "eval_batch_size", "model.num_classes",
+                             "model.encoder_embedding_features")
   config_checks.non_negative_int(config, "sample_every", meaning_of_zero="only at the end")
   config_checks.non_negative_int(config, "decgan.history_size", meaning_of_zero="no buffer")
   for weight in ("cycle_weight", "classification_weight", "association_weight",

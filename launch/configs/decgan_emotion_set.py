@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
       adversarial_loss="non_saturating"))
   config.model = ml_collections.ConfigDict(dict(
       name="decgan", image_shape=(64, 64, 1), num_classes=7,
-      encoder_widths=(64, 128, 256), encoder_kernels=(7, 3, 3),
+      encoder_widths=(64, 128, 256), encoder_kernels=(7, 3, 3), encoder_embedding_features=128,
       generator_widths=(256, 128, 64), generator_kernels=(3, 3, 7), generator_output_kernel=7,
       discriminator_widths=(64, 128, 256, 512), discriminator_kernel=7, share_generators=True,
       condition_shifts=True))

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from data import datasets
 from data.sources import records
-from data.synthetic_faces import (IDENTITY_FIELDS, NEUTRAL_NUISANCE, NUISANCE_FIELDS, Factors,
+from data.synthetic_faces import (IDENTITY_FIELDS, NEUTRAL_NUISANCE, NUISANCE_FIELDS,
                                   builder, expression_actions, factors, mean_identity, render)
 from data.synthetic_faces import __main__ as command_line
 from flaxflow.analysis.ground_truth import gradient_histograms
@@ -26,12 +26,6 @@ SMALL_SPLITS = {"train": 12, "validation": 4, "test": 8}
 
 def load_small(data_dir, split, size=32):
   return datasets.load(f"synthetic_faces/{size}", split, data_dir=str(data_dir), **SMALL)
-
-
-def at_full_intensity(drawn: Factors) -> Factors:
-  """`drawn` with every expression at intensity 1 (neutral stays 0)."""
-  intensity = np.where(drawn.expression == factors.NEUTRAL, 0, 1).astype(np.float32)
-  return Factors(drawn.identity, drawn.expression, intensity, drawn.nuisance)
 
 
 def held_out_accuracy(train_features, train_labels, test_features, test_labels) -> float:
@@ -272,8 +266,8 @@ class TestSeparability:
     # Full-intensity images of 60 training people, recognised on 20 people never seen, by a
     # linear classifier on gradient histograms (raw pixels are too sensitive to where each
     # person's features sit).
-    train = at_full_intensity(factors.image_factors(0, range(60), images_per_subject=10))
-    test = at_full_intensity(factors.image_factors(0, range(140, 160), images_per_subject=10))
+    train = factors.image_factors(0, range(60), images_per_subject=10).at_full_intensity()
+    test = factors.image_factors(0, range(140, 160), images_per_subject=10).at_full_intensity()
     features = [gradient_histograms(render(*drawn.as_render_args(), 48))
                 for drawn in (train, test)]
     accuracy = held_out_accuracy(features[0], train.expression, features[1], test.expression)

@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
+from data.synthetic_faces import factors, render
 from flaxflow import checkpointing, loop, parallel, tasks
 from flaxflow.gan import decgan
 from flaxflow.tasks import decgan as decgan_task
@@ -18,7 +20,7 @@ from training_helpers import ArrayIterator, RecordingWriter
 
 NUM_CLASSES = 3
 TINY_MODEL = dict(name="decgan", image_shape=(8, 8, 1), num_classes=NUM_CLASSES,
-                  encoder_widths=(4, 8, 8), encoder_kernels=(3, 3, 3),
+                  encoder_widths=(4, 8, 8), encoder_kernels=(3, 3, 3), encoder_embedding_features=8,
                   generator_widths=(8, 8, 4), generator_kernels=(3, 3, 3),
                   generator_output_kernel=3, discriminator_widths=(4, 8, 8, 8),
                   discriminator_kernel=3, share_generators=True, condition_shifts=True)
@@ -257,3 +259,32 @@ def test_the_family_is_chosen_by_model_name_and_bad_fields_are_named():
   with pytest.raises(ValueError, match="config.model.num_classes=3, but tiny has 2 classes"):
     decgan_task.create_task(tiny_config(), parallel.make_mesh(), image_shape=(8, 8, 1),
                             class_names=["a", "b"])
+
+
+@pytest.mark.slow
+def test_e2_learns_to_read_expressions_of_new_people():
+  # What E2 must do for DECGAN to change expressions at all: tell the expressions of faces it has
+  # never seen. Expressions differ in where things are (mouth corners, brows), which an encoder
+  # that averages its instance-normed features over space cannot see (it stayed near chance).
+  train = factors.image_factors(0, range(30), images_per_subject=14).at_full_intensity()
+  test = factors.image_factors(0, range(140, 150), images_per_subject=14).at_full_intensity()
+  images = [decgan.to_unit_range(render(*drawn.as_render_args(), 32)) for drawn in (train, test)]
+  encoder = decgan.Encoder(widths=(8, 16, 16), kernels=(5, 3, 3), embedding_features=32,
+                           num_classes=7)
+  params = encoder.init(jax.random.PRNGKey(0), images[0][:1])["params"]
+  optimizer = optax.adam(2e-3)
+
+  @jax.jit
+  def step(params, opt_state, x, y):
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        encoder.apply({"params": p}, x)[2], y).mean()
+    updates, opt_state = optimizer.update(jax.grad(loss)(params), opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state = optimizer.init(params)
+  order = np.random.default_rng(0).permutation(np.repeat(np.arange(len(images[0]))[None], 20, 0),
+                                               axis=1).reshape(-1)
+  for batch in order[: 150 * 32].reshape(150, 32):
+    params, opt_state = step(params, opt_state, images[0][batch], train.expression[batch])
+  predicted = jnp.argmax(encoder.apply({"params": params}, images[1])[2], axis=-1)
+  assert float(jnp.mean(predicted == test.expression)) >= 0.6  # chance is 1/7
