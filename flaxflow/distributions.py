@@ -3,8 +3,10 @@
 `SplitPrior` is the prior of the half of the channels that a level splits off, conditioned on the half
 that goes on (Glow's learned prior); `TopPrior` is the prior of the deepest latent, a learned mean and
 scale map. Both become class-conditional when given a one-hot label: the label adds a learned
-per-class, per-channel offset to the mean and log-scale. Every output layer starts at zero, so at
-initialisation every prior is a standard normal.
+per-class offset map (every position and channel) to the mean and log-scale: a per-channel offset
+broadcast over H and W, Glow's choice, cannot say where a class differs, and expressions differ
+in places (the mouth corners, the brows). Every output layer starts at zero, so at initialisation
+every prior is a standard normal.
 """
 
 from typing import Optional, Tuple
@@ -34,12 +36,12 @@ def gaussian_sample(rng: Array, mean: Array, log_scale: Array, temperature: floa
 
 
 def _add_label_offset(stats: Array, cond: Optional[Array]) -> Array:
-  """Adds a learned per-class offset of every output channel, broadcast over H and W."""
+  """Adds a learned per-class offset of every position and channel of `stats` (B, H, W, C)."""
   if cond is None:
     return stats
-  offset = nn.Dense(stats.shape[-1], kernel_init=nn.initializers.zeros, name="label_offset")(
-      cond.astype(jnp.float32))
-  return stats + offset[:, None, None, :]
+  offset = nn.Dense(int(np.prod(stats.shape[1:])), kernel_init=nn.initializers.zeros,
+                    name="label_offset")(cond.astype(jnp.float32))
+  return stats + offset.reshape(stats.shape)
 
 
 class SplitPrior(nn.Module):
