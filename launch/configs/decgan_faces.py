@@ -1,4 +1,4 @@
-"""DECGAN on 32x32 synthetic faces, minutes on a 2-core CPU: the paper's layer pattern at a
+"""DECGAN on 32x32 synthetic faces, 7 minutes on a 2-core CPU: the paper's layer pattern at a
 quarter of its widths, 5x5 stems and 3x3 discriminator kernels (a 7x7 window spans most of a
 32x32 face), batch 16."""
 
@@ -12,10 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = "synthetic_faces/32"
   config.batch_size = 16
   config.eval_batch_size = 320
-  config.num_steps = 1000
+  config.num_steps = 2000
   config.log_every = 50
-  config.checkpoint_every = 250
-  config.sample_every = 500
+  config.checkpoint_every = 500
+  config.sample_every = 1000
   config.model.image_shape = (32, 32, 1)
   config.model.encoder_widths = (16, 32, 64)
   config.model.encoder_kernels = (5, 3, 3)
