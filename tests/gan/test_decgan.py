@@ -1,6 +1,6 @@
 """DECGAN: shapes and a pure step, the association losses against a hand-computed example, the
-history buffer, the condition reaching the generator, resume through the loop, the synthesis
-functions, and the task's config checks."""
+history buffer, the condition reaching the generator, E2 reading new people's expressions,
+resume through the loop, the synthesis functions, and the task's config checks."""
 
 import math
 
