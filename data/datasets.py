@@ -76,8 +76,8 @@ def load(name: str, split: str, data_dir: Optional[str] = None, **options) -> Lo
     data_dir: where the dataset or its archives are; see the module docstring.
     **options: `download` (bool, default True), for every dataset: whether loading may use the
       network (only mnist and cifar10 ever do, through TFDS; with False a missing archive is
-      named at once); `seed`, `subjects` ({split: people}) and `images_per_subject` for
-      synthetic_faces (defaults: 0, 120/20/20, 64; see
+      named at once); `seed`, `subjects` ({split: people}), `images_per_subject` and
+      `min_intensity` for synthetic_faces (defaults: 0, 120/20/20, 64, 0; see
       `data.synthetic_faces.builder.make_config`); `test_fraction` and `seed` for face_folders
       (defaults 0.2, 0); no other.
   """
@@ -224,6 +224,7 @@ _LOADERS = {
     "mnist": (_archive_or_tfds(offline.has_mnist, offline.read_mnist, DIGIT_CLASSES), ()),
     "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES), ()),
     "emotion_set": (_load_emotion_set, ()),
-    "synthetic_faces": (_load_synthetic_faces, ("seed", "subjects", "images_per_subject")),
+    "synthetic_faces": (_load_synthetic_faces, ("seed", "subjects", "images_per_subject",
+                                                 "min_intensity")),
     "face_folders": (_load_face_folders, ("test_fraction", "seed")),
 }

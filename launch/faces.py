@@ -17,9 +17,6 @@ from flaxflow.tasks.trained import TrainedModel
 from flaxflow.analysis import ground_truth
 from launch import research, runs
 
-# A neutral face has no intensity to keep; its transfers are scored against the mean of the
-# dataset's intensities, which are uniform in (0, 1].
-NEUTRAL_SOURCE_INTENSITY = 0.5
 _READ_BATCH = 1024
 
 
@@ -47,12 +44,28 @@ def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
                          for label in np.unique(labels)])
 
 
-def target_renders(examples: Dict[str, np.ndarray], num_classes: int) -> np.ndarray:
+def builder_config(config: Any) -> synthetic_faces_builder.SyntheticFacesConfig:
+  """The synthetic-faces build that the run `config` reads."""
+  if not is_synthetic_faces(config.dataset):
+    raise ValueError(f"config.dataset={config.dataset!r}: not a synthetic_faces dataset")
+  size = config.dataset.partition("/")[2] or synthetic_faces_builder.DEFAULT_IMAGE_SIZE
+  return synthetic_faces_builder.make_config(int(size), **runs.dataset_options(config))
+
+
+def neutral_source_intensity(min_intensity: float) -> float:
+  """The intensity a neutral face's transfers are scored at: it has none of its own to keep,
+  so the mean of the build's intensities, which are uniform in (min_intensity, 1]."""
+  return (1.0 + min_intensity) / 2
+
+
+def target_renders(examples: Dict[str, np.ndarray], num_classes: int,
+                   min_intensity: float = 0.0) -> np.ndarray:
   """uint8 (B, classes, H, W, 1): each example's person, pose, light and noise rendered with
-  every class, at the example's own intensity (NEUTRAL_SOURCE_INTENSITY for neutral ones)."""
+  every class, at the example's own intensity (`neutral_source_intensity(min_intensity)` for
+  neutral ones, `min_intensity` being the build's)."""
   batch, side = len(examples["label"]), examples["image"].shape[1]
   targets = np.tile(np.arange(num_classes), batch)
-  kept = np.where(examples["label"] == factors.NEUTRAL, NEUTRAL_SOURCE_INTENSITY,
+  kept = np.where(examples["label"] == factors.NEUTRAL, neutral_source_intensity(min_intensity),
                   examples["intensity"])
   intensity = np.where(targets == factors.NEUTRAL, 0.0, np.repeat(kept, num_classes))
   images = render(np.repeat(examples["identity"], num_classes, axis=0), targets,
@@ -66,16 +79,14 @@ def unseen_images_of_subjects(config: Any, split: str, num_subjects: int,
   """`per_subject` new images of each of the first `num_subjects` people of `split`: drawn as
   the dataset draws its images, with image numbers after the dataset's own, so that no model
   trained on the split has seen them. "image", "label", "subject" (str), "intensity"."""
-  if not is_synthetic_faces(config.dataset):
-    raise ValueError(f"config.dataset={config.dataset!r}: only synthetic_faces can draw new images")
-  builder_config = synthetic_faces_builder.make_config(int(config.dataset.partition("/")[2]))
-  subjects = list(builder_config.subject_numbers(split))[:num_subjects]
-  first = builder_config.images_per_subject
-  drawn = factors.image_factors(builder_config.seed, subjects, first + per_subject)
+  build = builder_config(config)
+  subjects = list(build.subject_numbers(split))[:num_subjects]
+  first = build.images_per_subject
+  drawn = factors.image_factors(build.seed, subjects, first + per_subject, build.min_intensity)
   rows = (np.arange(len(subjects))[:, None] * (first + per_subject)
           + first + np.arange(per_subject)).reshape(-1)
   new = drawn[rows]
-  return {"image": render(*new.as_render_args(), builder_config.image_size),
+  return {"image": render(*new.as_render_args(), build.image_size),
           "label": new.expression, "intensity": new.intensity,
           "subject": np.repeat([synthetic_faces_builder.subject_name(subject)
                                 for subject in subjects], per_subject)}
@@ -119,7 +130,8 @@ def transfer_against_ground_truth(config: Any, split: str,
                                                       train["label"])
   predicted = ground_truth.predict_expressions(
       classifier, transferred.reshape(-1, *transferred.shape[2:])).reshape(transferred.shape[:2])
-  renders = at_bit_depth(target_renders(chosen, len(class_names)), n_bits)
+  renders = at_bit_depth(target_renders(chosen, len(class_names),
+                                         builder_config(config).min_intensity), n_bits)
   scores = ground_truth.transfer_scores(chosen["image"], chosen["label"], transferred, renders,
                                         predicted, class_names)
   real_accuracy = np.mean(ground_truth.predict_expressions(classifier, examples["image"])

@@ -146,10 +146,16 @@ def start_devices() -> None:
 
 
 def load_split(config: ml_collections.ConfigDict, split: str) -> datasets.Loaded:
-  """`split` of the run's dataset, read as `config` says (`data_dir`, `download`; runs from
-  before `download` existed may use the network)."""
+  """`split` of the run's dataset, read as `config` says (`data_dir`, `download`,
+  `dataset_options`; runs from before `download` existed may use the network)."""
   return datasets.load(config.dataset, split, config.data_dir,
-                       download=config.get("download", True))
+                       download=config.get("download", True), **dataset_options(config))
+
+
+def dataset_options(config: ml_collections.ConfigDict) -> dict:
+  """The run's options of `datasets.load` beyond the dataset's name (none for runs from
+  before `dataset_options` existed)."""
+  return config.get("dataset_options", ml_collections.ConfigDict()).to_dict()
 
 
 def create_writer(workdir: Workdir) -> metric_writers.MetricWriter:

@@ -10,6 +10,7 @@ import pytest
 
 from data.synthetic_faces import factors, render
 from launch import faces
+from launch.configs import default
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default config (32x32 synthetic faces) shrunk to seconds.
@@ -102,6 +103,19 @@ def test_target_renders_redraw_each_input_with_its_own_class():
   np.testing.assert_array_equal(renders[np.arange(12), drawn.expression], examples["image"])
   other = (drawn.expression + 1) % 7
   assert (renders[np.arange(12), other] != examples["image"]).any(axis=(1, 2, 3)).all()
+
+
+def test_the_ground_truth_is_drawn_from_the_build_the_run_trained_on():
+  config = default.get_config()
+  build = faces.builder_config(config)
+  assert (build.image_size, build.min_intensity) == (32, config.dataset_options.min_intensity)
+  new = faces.unseen_images_of_subjects(config, "train", num_subjects=2, per_subject=20)
+  shown = new["label"] != factors.NEUTRAL
+  assert new["image"].shape == (40, 32, 32, 1)
+  assert np.all(new["intensity"][shown] > build.min_intensity)
+  # A neutral input is scored at the middle of the build's intensities.
+  assert faces.neutral_source_intensity(build.min_intensity) == pytest.approx(
+      (1 + build.min_intensity) / 2)
 
 
 def test_first_per_class_takes_each_class_in_order():

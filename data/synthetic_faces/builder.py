@@ -28,6 +28,7 @@ DEFAULT_IMAGE_SIZE = 48
 DEFAULT_SUBJECTS = {"train": 120, "validation": 20, "test": 20}
 DEFAULT_IMAGES_PER_SUBJECT = 64
 DEFAULT_SEED = 0
+DEFAULT_MIN_INTENSITY = 0.0
 # The element features beyond image, label and subject.
 FACTOR_FEATURES = ("identity", "intensity", "nuisance", "index")
 
@@ -35,12 +36,14 @@ FACTOR_FEATURES = ("identity", "intensity", "nuisance", "index")
 @dataclasses.dataclass(eq=False)
 class SyntheticFacesConfig(tfds.core.BuilderConfig):
   """Square faces of `image_size` pixels; `subjects` people per split, each in
-  `images_per_subject` images, all drawn from `seed`."""
+  `images_per_subject` images, all drawn from `seed`, expressions at intensities in
+  (`min_intensity`, 1]."""
 
   image_size: int = DEFAULT_IMAGE_SIZE
   seed: int = DEFAULT_SEED
   subjects: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_SUBJECTS))
   images_per_subject: int = DEFAULT_IMAGES_PER_SUBJECT
+  min_intensity: float = DEFAULT_MIN_INTENSITY
 
   def subject_numbers(self, split: str) -> range:
     """The people of `split`: train's first, then validation's, then test's."""
@@ -49,8 +52,8 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
 
 
 def make_config(image_size: int = DEFAULT_IMAGE_SIZE, *, seed: int = DEFAULT_SEED,
-                subjects=None, images_per_subject: int = DEFAULT_IMAGES_PER_SUBJECT
-                ) -> SyntheticFacesConfig:
+                subjects=None, images_per_subject: int = DEFAULT_IMAGES_PER_SUBJECT,
+                min_intensity: float = DEFAULT_MIN_INTENSITY) -> SyntheticFacesConfig:
   """A checked config. The defaults are named by the image size alone ("48"); any other
   seed or size gets a name of its own, so that differently sized builds never share a cache.
 
@@ -59,6 +62,9 @@ def make_config(image_size: int = DEFAULT_IMAGE_SIZE, *, seed: int = DEFAULT_SEE
     seed: a non-negative integer; the faces are a function of it.
     subjects: {split: number of people} for each of SPLITS (default DEFAULT_SUBJECTS).
     images_per_subject: images of each person.
+    min_intensity: in [0, 1); every non-neutral expression is drawn at an intensity in
+      (min_intensity, 1]. 0: from barely visible onsets to peaks; e.g. 0.7: peak frames, as
+      the papers take from CK+ and MMI sequences.
   """
   if image_size not in IMAGE_SIZES or isinstance(image_size, bool):
     raise ValueError(f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, "
@@ -73,15 +79,20 @@ def make_config(image_size: int = DEFAULT_IMAGE_SIZE, *, seed: int = DEFAULT_SEE
         0 if argument == "seed" else 1):
       least = "non-negative" if argument == "seed" else "positive"
       raise ValueError(f"{argument} must be a {least} integer, got {value!r}")
+  if (isinstance(min_intensity, bool) or not isinstance(min_intensity, (int, float, np.number))
+      or not 0 <= min_intensity < 1):
+    raise ValueError(f"min_intensity must be a number in [0, 1), got {min_intensity!r}")
   subjects = {split: int(subjects[split]) for split in SPLITS}
   name = str(image_size)
   if (seed, subjects, images_per_subject) != (DEFAULT_SEED, DEFAULT_SUBJECTS,
                                               DEFAULT_IMAGES_PER_SUBJECT):
     people = ".".join(str(subjects[split]) for split in SPLITS)
     name = f"{image_size}_seed{seed}_subjects{people}_images{images_per_subject}"
+  if min_intensity != DEFAULT_MIN_INTENSITY:
+    name += f"_min_intensity{float(min_intensity):g}"
   return SyntheticFacesConfig(
       name=name, image_size=image_size, seed=int(seed), subjects=subjects,
-      images_per_subject=int(images_per_subject),
+      images_per_subject=int(images_per_subject), min_intensity=float(min_intensity),
       description=f"{image_size}x{image_size} grayscale synthetic faces.")
 
 
@@ -92,7 +103,7 @@ def split_factors(config: SyntheticFacesConfig, split: str) -> factors.Factors:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
   return factors.image_factors(config.seed, config.subject_numbers(split),
-                               config.images_per_subject)
+                               config.images_per_subject, config.min_intensity)
 
 
 def subject_name(subject: int) -> str:

@@ -4,7 +4,8 @@ A face is four factors:
 
 * identity: a float32 vector over `IDENTITY_FIELDS`, one per person (subject);
 * expression: a class index into `CLASS_NAMES` (EmotionSet's 7 classes, same order);
-* intensity: a float in [0, 1]; 0 for neutral, in (0, 1] for the other classes;
+* intensity: a float in [0, 1]; 0 for neutral, in (min_intensity, 1] for the other classes
+  (`min_intensity` 0 by default: onset to peak; near 1: peak frames only);
 * nuisance: a float32 vector over `NUISANCE_FIELDS`, one per image (pose, light, noise).
 
 The class and intensity become facial actions (`expression_actions`): intensity times the
@@ -128,28 +129,32 @@ def draw_identity(seed: int, subject: int) -> np.ndarray:
   return np.array([*continuous, glasses], np.float32)
 
 
-def draw_image(seed: int, subject: int, image: int) -> tuple[int, float, np.ndarray]:
-  """Expression class, intensity and nuisance vector of image `image` of person `subject`.
+def draw_image(seed: int, subject: int, image: int,
+               min_intensity: float = 0.0) -> tuple[int, float, np.ndarray]:
+  """Expression class, intensity and nuisance vector of image `image` of person `subject`;
+  the intensity of a non-neutral class is uniform in (min_intensity, 1].
 
-  Every value is drawn whatever the class, so the nuisance does not depend on it.
+  Every value is drawn whatever the class, so the nuisance does not depend on it, and an image
+  differs between two `min_intensity` only in how strongly it shows its expression.
   """
   rng = np.random.default_rng([seed, _IMAGE_STREAM, subject, image])
   expression = int(rng.integers(len(CLASS_NAMES)))
-  intensity = 1.0 - rng.random()  # in (0, 1]
+  intensity = 1.0 - rng.random() * (1.0 - min_intensity)
   nuisance = [rng.uniform(low, high) for low, high in NUISANCE_RANGES.values()]
   noise_seed = int(rng.integers(NOISE_SEED_LIMIT))
   intensity = 0.0 if expression == NEUTRAL else intensity
   return expression, intensity, np.array([*nuisance, noise_seed], np.float32)
 
 
-def image_factors(seed: int, subjects, images_per_subject: int) -> Factors:
+def image_factors(seed: int, subjects, images_per_subject: int,
+                  min_intensity: float = 0.0) -> Factors:
   """The factors of every image of `subjects`, subject-major: image j of the i-th subject
-  is row i * images_per_subject + j."""
+  is row i * images_per_subject + j. Intensities as `draw_image` draws them."""
   identity, expression, intensity, nuisance = [], [], [], []
   for subject in subjects:
     person = draw_identity(seed, subject)
     for image in range(images_per_subject):
-      label, amount, conditions = draw_image(seed, subject, image)
+      label, amount, conditions = draw_image(seed, subject, image, min_intensity)
       identity.append(person)
       expression.append(label)
       intensity.append(amount)

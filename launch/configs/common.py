@@ -7,6 +7,9 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.dataset = "digits"  # A name for data.datasets.load: digits, mnist, cifar10, emotion_set/64.
   config.data_dir = ml_collections.config_dict.placeholder(str)  # Where the dataset's files are.
+  # Options of data.datasets.load for this dataset beyond its name, e.g. synthetic_faces'
+  # min_intensity.
+  config.dataset_options = ml_collections.ConfigDict()
   # False: never use the network; mnist/cifar10 then read data_dir's archives or name the missing
   # files at once (TFDS's download retries take minutes to fail without a network).
   config.download = True

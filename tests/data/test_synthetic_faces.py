@@ -53,6 +53,19 @@ class TestFactors:
     assert np.all(drawn.intensity[neutral] == 0)
     assert np.all((drawn.intensity[~neutral] > 0) & (drawn.intensity[~neutral] <= 1))
 
+  def test_min_intensity_changes_only_how_strong_each_expression_is(self):
+    onsets = factors.image_factors(seed=1, subjects=range(4), images_per_subject=30)
+    peaks = factors.image_factors(seed=1, subjects=range(4), images_per_subject=30,
+                                  min_intensity=0.7)
+    for kept in ("identity", "expression", "nuisance"):
+      np.testing.assert_array_equal(getattr(onsets, kept), getattr(peaks, kept))
+    shown = peaks.expression != factors.NEUTRAL
+    assert np.all(peaks.intensity[~shown] == 0)
+    assert np.all((peaks.intensity[shown] > 0.7) & (peaks.intensity[shown] <= 1))
+    # The same uniform draw, squeezed into (0.7, 1].
+    np.testing.assert_allclose(1 - peaks.intensity[shown],
+                               0.3 * (1 - onsets.intensity[shown]), atol=1e-6)
+
   def test_one_identity_per_person(self):
     drawn = factors.image_factors(seed=0, subjects=[7, 8], images_per_subject=3)
     assert len(np.unique(drawn.identity, axis=0)) == 2
@@ -181,6 +194,16 @@ class TestLoad:
     assert builder.SyntheticFaces(data_dir=str(tmp_path)).builder_config.image_size == 48
     assert builder.make_config(48, seed=1).name != builder.make_config(48, seed=2).name
     assert builder.make_config(32, **SMALL).name == "32_seed0_subjects3.1.2_images4"
+    assert builder.make_config(32, min_intensity=0.7).name == "32_min_intensity0.7"
+
+  def test_a_peak_frame_build_loads_its_own_intensities(self, tmp_path):
+    dataset, info = datasets.load("synthetic_faces/32", "test", data_dir=str(tmp_path),
+                                  min_intensity=0.8, **SMALL)
+    examples = list(dataset.as_numpy_iterator())
+    assert info.num_examples == SMALL_SPLITS and len(examples) == SMALL_SPLITS["test"]
+    for example in examples:
+      assert example["intensity"] > 0.8 or (example["label"] == factors.NEUTRAL
+                                            and example["intensity"] == 0)
 
   @pytest.mark.parametrize("kwargs,message", [
       (dict(name="synthetic_faces/40", split="train"),
@@ -196,6 +219,8 @@ class TestLoad:
       (dict(name="synthetic_faces", split="train",
             subjects={"train": 3, "validation": 1, "test": 2.5}),
        r"subjects\['test'\] must be a positive integer, got 2.5"),
+      (dict(name="synthetic_faces", split="train", min_intensity=1.0),
+       r"min_intensity must be a number in \[0, 1\), got 1.0"),
   ])
   def test_bad_arguments_are_named(self, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
