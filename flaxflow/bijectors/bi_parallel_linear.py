@@ -5,6 +5,11 @@ y_k = s_k * x_k + mu_k with (s_k, mu_k) = g_k(x_{k-1}, cond), where x_0 is a lea
 per-channel default. The Jacobian is block lower triangular with diagonal blocks diag(s_k), so
 log|det| = sum_k sum log s_k. Forward, every x_{k-1} is known, so the K networks have no data
 dependency on each other and run in parallel; the inverse recovers x_1, then x_2 from x_1, etc.
+
+g_1 reads only x_0 and the condition, not the data: without a condition its output is the same
+for every example, and with a one-hot label it is one of num_classes maps. It is therefore
+computed once (or once per class) and broadcast, not once per example; with K = 2 that is half
+of the layer's arithmetic.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class BiParallelLinear(Bijector):
   log s_k = log_scale_bound * tanh(raw / log_scale_bound) keeps every scale within
   exp(+-log_scale_bound) (as in Dynamic Linear Flow) so that no step can blow up or collapse.
   ``cond`` (one-hot or spatial) is fed to every g_k (eq. 3-8).
+  With ``one_hot_cond``, a rank-2 ``cond`` is taken as a one-hot label: g_1 runs once per class
+  and each example gets ``sum_c cond[c] * g_1(x_0, e_c)``, which is g_1(x_0, cond) for one-hot
+  rows (for other rows, that mixture of the class outputs).
 
   Attributes:
     num_parts: K >= 2, the number of channel parts.
@@ -38,6 +46,7 @@ class BiParallelLinear(Bijector):
     g_variant: "3x3" (three 3x3 convolutions, the paper's final choice) or "3x3-1x1".
     log_scale_bound: bound on |log s_k|.
     dtype: computation dtype of the g_k (e.g. jnp.bfloat16); scales and log-dets stay float32.
+    one_hot_cond: a rank-2 ``cond`` is a one-hot label (see above).
   """
 
   num_parts: int = 2
@@ -45,6 +54,7 @@ class BiParallelLinear(Bijector):
   g_variant: str = "3x3"
   log_scale_bound: float = 2.0
   dtype: Any = jnp.float32
+  one_hot_cond: bool = False
 
   def _split(self, x: Array) -> Sequence[Array]:
     channels = x.shape[-1]
@@ -62,16 +72,35 @@ class BiParallelLinear(Bijector):
     if self.g_variant not in G_KERNEL_SIZES:
       raise ValueError(f"g_variant must be one of {sorted(G_KERNEL_SIZES)}, "
                        f"got {self.g_variant!r}")
+    g = CouplingNet(2 * part_shape[-1], self.width, G_KERNEL_SIZES[self.g_variant],
+                    dtype=self.dtype, name=f"g_{k + 1}")
     if previous is None:
       # Random, not zero: a zero x_0 with zero biases gives ReLU(0) everywhere in g_1, whose
       # gradient is zero, so g_1 could never learn anything but a constant.
       x0 = self.param("x0", nn.initializers.normal(1.0), (part_shape[-1],), jnp.float32)
-      previous = jnp.broadcast_to(x0, part_shape)
-    h = CouplingNet(2 * part_shape[-1], self.width, G_KERNEL_SIZES[self.g_variant],
-                    dtype=self.dtype, name=f"g_{k + 1}")(previous, cond)
+      h = self._first_g(g, x0, part_shape, cond)
+    else:
+      h = g(previous, cond)
     shift, raw_log_scale = jnp.split(h, 2, axis=-1)
     bound = self.log_scale_bound
     return shift, bound * jnp.tanh(raw_log_scale / bound)
+
+  def _first_g(self, g: CouplingNet, x0: Array, part_shape: Tuple[int, ...],
+               cond: Optional[Array]) -> Array:
+    """g_1(x_0, cond) for every example, computed once per distinct condition."""
+    batch = part_shape[0]
+    if cond is None:
+      h = g(jnp.broadcast_to(x0, (1,) + tuple(part_shape[1:])))
+      return jnp.broadcast_to(h, (batch,) + h.shape[1:])
+    if cond.ndim != 2 or not self.one_hot_cond:
+      return g(jnp.broadcast_to(x0, part_shape), cond)
+    num_classes = cond.shape[-1]
+    per_class = g(jnp.broadcast_to(x0, (num_classes,) + tuple(part_shape[1:])),
+                  jnp.eye(num_classes, dtype=cond.dtype))
+    # HIGHEST: a one-hot row must pick its class's map exactly, also where float32 products
+    # default to bfloat16 passes (TPU).
+    return jnp.einsum("bc,c...->b...", cond.astype(per_class.dtype), per_class,
+                      precision=jax.lax.Precision.HIGHEST)
 
   def forward_and_log_det(self, x, cond=None):
     parts = self._split(x)

@@ -18,7 +18,9 @@ def bplf_step(width: int, num_parts: int, g_variant: str, actnorm: bool, use_lu:
   layers = [ActNorm()] if actnorm else []
   layers += [
       InvertibleConv1x1(use_lu=use_lu),
-      BiParallelLinear(width=width, num_parts=num_parts, g_variant=g_variant, dtype=dtype),
+      # The model's step condition is always None or its one-hot label.
+      BiParallelLinear(width=width, num_parts=num_parts, g_variant=g_variant, dtype=dtype,
+                       one_hot_cond=True),
   ]
   return Chain(layers)
 

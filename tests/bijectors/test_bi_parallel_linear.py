@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,3 +82,35 @@ def test_bad_configuration_is_a_clear_error(kwargs, channels, message):
 def test_bfloat16_compute_keeps_float32_log_det():
   check_bijector(BiParallelLinear(width=16, dtype=jnp.bfloat16), unit_inputs(), one_hot_cond(),
                  cond_matters=True, round_trip_atol=1e-2)
+
+
+@pytest.mark.parametrize("cond_kind", sorted(CONDS))
+def test_one_hot_cond_is_a_bijector(cond_kind):
+  cond = CONDS[cond_kind]
+  check_bijector(BiParallelLinear(width=16, one_hot_cond=True), unit_inputs(), cond,
+                 cond_matters=None if cond is None else True)
+
+
+def test_first_g_runs_once_per_class_and_matches_running_per_example():
+  batch = 7
+  x, cond = unit_inputs((batch, 4, 4, 8)), one_hot_cond(batch)
+  per_example, per_class = BiParallelLinear(width=8), BiParallelLinear(width=8, one_hot_cond=True)
+  variables = init_perturbed(per_example, x, cond)
+  for method in ("forward_and_log_det", "inverse_and_log_det"):
+    expected = jax.jit(functools.partial(per_example.apply, method=method))(variables, x, cond)
+    found = jax.jit(functools.partial(per_class.apply, method=method))(variables, x, cond)
+    for a, b in zip(found, expected):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  _, state = per_class.apply(variables, x, cond, capture_intermediates=True, mutable=True)
+  g_inputs = {name: out["__call__"][0].shape[0]
+              for name, out in state["intermediates"].items() if name.startswith("g_")}
+  # g_1 sees each of the N_CLASSES classes once; g_2 reads the data, one row per example.
+  assert g_inputs == {"g_1": cond.shape[-1], "g_2": batch}
+
+
+def test_without_cond_first_g_runs_once():
+  x = unit_inputs((5, 4, 4, 8))
+  bijector = BiParallelLinear(width=8)
+  variables = init_perturbed(bijector, x)
+  _, state = bijector.apply(variables, x, capture_intermediates=True, mutable=True)
+  assert state["intermediates"]["g_1"]["__call__"][0].shape[0] == 1
