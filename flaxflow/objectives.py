@@ -138,16 +138,20 @@ def _likelihood_loss(model: nn.Module, variables, x: Array, labels: Optional[Arr
   num_dims = int(np.prod(x.shape[1:]))
   mean_bits = lambda log_prob: jnp.mean(bits_per_dim(log_prob, num_dims, n_bits))
   if not model.is_classifier:
+    if with_marginal and model.is_class_conditional:
+      # log p(x | y_true) is one of the per-class passes: no pass of its own.
+      log_joint = class_log_joint(model, variables, x)
+      given_label = (jnp.take_along_axis(log_joint, labels[:, None], axis=-1)[:, 0]
+                     + np.log(model.num_classes))
+      bpd = mean_bits(given_label)
+      return bpd, {"loss": bpd, "bits_per_dim_given_label": bpd,
+                   "bits_per_dim": mean_bits(jax.nn.logsumexp(log_joint, axis=-1)),
+                   "accuracy": jnp.mean(jnp.argmax(log_joint, axis=-1) == labels)}
     bpd = mean_bits(model.apply(variables, x, model.conditioning_labels(labels),
                                 method="log_prob"))
     if not model.is_class_conditional:
       return bpd, {"loss": bpd, "bits_per_dim": bpd}
-    metrics = {"loss": bpd, "bits_per_dim_given_label": bpd}
-    if with_marginal:
-      log_joint = class_log_joint(model, variables, x)
-      metrics["bits_per_dim"] = mean_bits(jax.nn.logsumexp(log_joint, axis=-1))
-      metrics["accuracy"] = jnp.mean(jnp.argmax(log_joint, axis=-1) == labels)
-    return bpd, metrics
+    return bpd, {"loss": bpd, "bits_per_dim_given_label": bpd}
   log_likelihoods = model.apply(variables, x, method="class_log_likelihoods")
   log_prior = model.apply(variables, method="class_log_prior")
   logits = log_likelihoods + log_prior

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from flaxflow import models, objectives
+from tiny_models import perturb_params
 
 
 @pytest.mark.parametrize("n_bits", [8, 5])
@@ -77,3 +78,25 @@ def test_the_classifiers_zeroed_decoding_zeroes_fs_z1():
                          method="decode")
   np.testing.assert_allclose(model.apply(variables, x, jnp.array([0, 2]),
                                          method="decode_without_deepest"), expected, atol=1e-6)
+
+
+def test_marginal_metrics_of_a_class_conditional_flow_match_their_definitions():
+  model = models.create({"name": "bplf", "image_shape": (4, 4, 1), "num_classes": 3, "levels": 2,
+                         "steps_per_level": 1, "width": 4})
+  images = np.random.default_rng(0).integers(0, 256, (6, 4, 4, 1)).astype(np.uint8)
+  labels = jnp.array([0, 1, 2, 2, 1, 0])
+  rng = jax.random.PRNGKey(1)
+  x = objectives.dequantize(rng, images, 8)
+  variables = perturb_params(model.init(rng, x, labels, method="log_prob"), seed=0)
+  _, metrics = objectives.loss_and_metrics(model, variables, images, labels, rng,
+                                           with_marginal=True)
+  per_class = np.stack([model.apply(variables, x, jnp.full_like(labels, c), method="log_prob")
+                        for c in range(3)], axis=-1)
+  bits = lambda log_prob: np.mean(objectives.bits_per_dim(log_prob, 16, 8))
+  np.testing.assert_allclose(metrics["bits_per_dim_given_label"],
+                             bits(per_class[np.arange(6), labels]), rtol=1e-5)
+  np.testing.assert_allclose(metrics["bits_per_dim"],
+                             bits(jax.nn.logsumexp(per_class, axis=-1) - np.log(3)), rtol=1e-5)
+  np.testing.assert_allclose(metrics["accuracy"], np.mean(per_class.argmax(-1) == labels))
+  plain, _ = objectives.loss_and_metrics(model, variables, images, labels, rng)
+  np.testing.assert_allclose(metrics["loss"], plain, rtol=1e-5)
