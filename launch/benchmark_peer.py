@@ -12,7 +12,7 @@ LU-parametrised invertible 1x1 convolution and the bi-parallel linear transforma
 channel halves, y_k = s_k * x_k + mu_k with (s_k, mu_k) = g_k(x_{k-1}, y) and x_0 a learned
 vector, each g_k conv3x3 -> ReLU -> conv3x3 (or conv1x1) -> ReLU -> zero conv3x3 on the input and
 a projected one-hot label, log s bounded by 2 tanh(. / 2); learned split and top priors with
-per-class offsets; the same parameter count. Its loss is flaxflow's: bits/dim of log p(x | y).
+a per-class offset of every position and channel; the same parameter count. Its loss is flaxflow's: bits/dim of log p(x | y).
 
   python -m launch.benchmark_peer --image_shape 32,32,3 --num_classes 10
   python -m launch.benchmark_peer --model bplf --image_shape 48,48,1 --num_classes 7
@@ -126,6 +126,7 @@ class TorchBPLF(nn.Module):
     self.split_convs, self.split_offsets = nn.ModuleList(), nn.ModuleList()
     for level in range(levels):
       channels *= 4
+      side_h, side_w = height >> (level + 1), width_px >> (level + 1)
       self.levels.append(nn.ModuleList([
           nn.ModuleList([_InvertibleConv1x1(channels),
                          _BiParallelLinear(channels, width, middle_kernel, num_classes)])
@@ -133,13 +134,13 @@ class TorchBPLF(nn.Module):
       if level < levels - 1:
         channels //= 2
         self.split_convs.append(nn.Conv2d(channels, 2 * channels, 3, padding=1))
-        self.split_offsets.append(nn.Linear(num_classes, 2 * channels))
+        self.split_offsets.append(nn.Linear(num_classes, 2 * channels * side_h * side_w))
     for layer in [*self.split_convs, *self.split_offsets]:
       nn.init.zeros_(layer.weight)
       nn.init.zeros_(layer.bias)
     scale = 2 ** levels
     self.top = nn.Parameter(torch.zeros(2 * channels, height // scale, width_px // scale))
-    self.top_offset = nn.Linear(num_classes, 2 * channels)
+    self.top_offset = nn.Linear(num_classes, self.top.numel())
     nn.init.zeros_(self.top_offset.weight)
     nn.init.zeros_(self.top_offset.bias)
 
@@ -155,9 +156,10 @@ class TorchBPLF(nn.Module):
         log_prob = log_prob + log_det + coupling_log_det
       if level < len(self.levels) - 1:
         h, z = torch.chunk(h, 2, dim=1)
-        stats = self.split_convs[level](h) + self.split_offsets[level](one_hot)[:, :, None, None]
+        offset = self.split_offsets[level](one_hot).view(h.shape[0], -1, *h.shape[2:])
+        stats = self.split_convs[level](h) + offset
         log_prob = log_prob + _gaussian_log_prob(z, *torch.chunk(stats, 2, dim=1))
-    stats = self.top[None] + self.top_offset(one_hot)[:, :, None, None]
+    stats = self.top[None] + self.top_offset(one_hot).view(-1, *self.top.shape)
     return log_prob + _gaussian_log_prob(h, *torch.chunk(stats, 2, dim=1))
 
 
