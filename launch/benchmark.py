@@ -4,6 +4,7 @@
   python -m launch.benchmark --suite=conv --output=/tmp/conv.json    # every layer, both paths
   python -m launch.benchmark --suite=depth --output=/tmp/depth.json  # K=8 vs K=32: compile, memory
   python -m launch.benchmark --suite=single --model=bplf --steps=8 --width=128 --image_shape=32,32,3
+  python -m launch.benchmark --model=decgan --batch_size=16   # a GAN's step (also ifgan)
   python -m launch.benchmark --profile_dir=/tmp/trace   # + time per XLA operation of the step
 
 Prints one JSON record per measurement and writes them all to --output. The peers (normflows'
@@ -12,6 +13,7 @@ Glow, a torch.nn BPLF, torch.nn's convolutions) need the `bench` extra (`pip ins
 
 import argparse
 import collections
+import importlib
 import json
 import os
 import statistics
@@ -21,6 +23,7 @@ import tempfile
 from typing import Any, Dict, Iterator, List, Sequence
 
 import jax
+import ml_collections
 
 from launch import benchmarking, host_memory
 from launch.arguments import int_tuple, positive_int
@@ -54,6 +57,8 @@ GAN_LAYERS = (
          kernel_shape=[7, 7, 64, 128], strides=[2, 2], padding=[[3, 3], [3, 3]],
          input_dilation=[1, 1]),
 )
+# The GANs are timed as their faces configs build them (sizes, widths, losses, optimizers).
+GAN_CONFIGS = {"ifgan": "ifgan_faces", "decgan": "decgan_faces"}
 FRAMEWORK = f"flaxflow (jax {jax.__version__})"
 
 
@@ -69,8 +74,18 @@ def model_config(args, **overrides) -> Dict[str, Any]:
   return config
 
 
+def gan_config(args) -> ml_collections.ConfigDict:
+  """The faces config of the GAN `args.model`, its model as that config builds it."""
+  config = importlib.import_module(f"launch.configs.{GAN_CONFIGS[args.model]}").get_config()
+  config.batch_size = args.batch_size
+  return config
+
+
 def run_jax(args, **overrides) -> Dict[str, Any]:
-  step = benchmarking.CompiledTrainStep(model_config(args, **overrides),
+  if args.model in GAN_CONFIGS:
+    step = benchmarking.task_train_step(gan_config(args), batch_size=args.batch_size)
+  else:
+    step = benchmarking.flow_train_step(model_config(args, **overrides),
                                         batch_size=args.batch_size)
   step.run(args.warmup_steps)
   record = step.record(step.run(args.timed_steps))
@@ -136,7 +151,7 @@ def compare_with_peer(args, model, image_shape, num_classes) -> List[Dict[str, A
   and then of the other; the ratio is of the medians over all rounds, and each round's own
   ratio is reported too.
   """
-  ours = benchmarking.CompiledTrainStep(
+  ours = benchmarking.flow_train_step(
       model_config(args, name=model, image_shape=image_shape, num_classes=num_classes),
       batch_size=args.batch_size)
   ours.run(args.warmup_steps)
@@ -227,7 +242,10 @@ def depth_suite(args) -> List[Dict[str, Any]]:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--suite", choices=("peer", "depth", "single", "conv"), default="single")
-  parser.add_argument("--model", choices=("glow", "bplf", "classifier"), default="glow")
+  parser.add_argument("--model", choices=("glow", "bplf", "classifier", *GAN_CONFIGS),
+                      default="glow",
+                      help="a flow, the classifier, or a GAN as launch/configs/<gan>_faces.py "
+                           "builds it (its image shape and widths; the flow flags do not apply)")
   parser.add_argument("--g_variant", choices=("3x3", "3x3-1x1"), default="3x3", help="BPLF's g")
   parser.add_argument("--peer_models", type=lambda text: text.split(","), default=["glow", "bplf"],
                       help="peer suite: flaxflow models compared with their PyTorch peers")
@@ -256,7 +274,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="also trace the timed steps with jax.profiler into this folder and "
                            "print the time of each XLA operation (single and depth suites)")
   parser.add_argument("--output", default=None, help="write all records to this JSON file")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.model in GAN_CONFIGS and args.suite != "single":
+    parser.error(f"--model={args.model}: only --suite=single times a GAN")
+  return args
 
 
 def main(argv: Sequence[str]) -> None:

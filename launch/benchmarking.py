@@ -29,7 +29,7 @@ import numpy as np
 
 from jax import lax
 
-from flaxflow import conv, models, optimization
+from flaxflow import conv, models, optimization, parallel, tasks
 from flaxflow.tasks import flow
 
 Array = jax.Array
@@ -109,36 +109,30 @@ def _xla_flops(compiled) -> float:
   return float((cost or {}).get("flops", float("nan")))
 
 
-class CompiledTrainStep:
-  """One model's train step, compiled, with its state and a fixed batch: timed step by step.
+def random_batch(image_shape: Sequence[int], num_classes: int, batch_size: int,
+                 seed: int = 0) -> Dict[str, Array]:
+  """Random uint8 images; labels that cycle through every class (IF-GAN needs each one's
+  average face), shuffled."""
+  rng = np.random.default_rng(seed)
+  labels = rng.permutation(np.arange(batch_size) % max(num_classes, 1)).astype(np.int32)
+  return {"image": jnp.asarray(rng.integers(0, 256, (batch_size, *image_shape), np.uint8)),
+          "label": jnp.asarray(labels)}
 
-  The step is the one training runs (`flaxflow.flow.train_step`: forward, log-det, backward,
-  Adam update) on random uint8 images with random labels. Keeping it compiled lets a benchmark
-  time it in rounds, interleaved with another framework's, so that both see the same load.
+
+class CompiledTrainStep:
+  """One train step, compiled, with its state and a fixed batch: timed step by step.
+
+  `init_state(batch, rng)` and `train_step(state, batch)` are pure (a task's, with its rng
+  fixed); keeping the step compiled lets a benchmark time it in rounds, interleaved with another
+  framework's, so that both see the same load. `flow_train_step` and `task_train_step` build one.
   """
 
-  def __init__(self, model_config: Mapping[str, Any], *, batch_size: int, seed: int = 0):
-    self.model_config = dict(model_config)
-    self.batch_size = batch_size
-    model = models.create(model_config)
-    image_shape = tuple(model_config["image_shape"])
-    num_classes = model_config.get("num_classes", 0)
-    rng = np.random.default_rng(seed)
-    self.batch = {
-        "image": jnp.asarray(rng.integers(0, 256, (batch_size,) + image_shape, np.uint8)),
-        "label": jnp.asarray(rng.integers(0, max(num_classes, 1), (batch_size,), np.int32))}
-    optimizer_config = ml_collections.ConfigDict(dict(
-        name="adam", learning_rate=1e-4, warmup_steps=0, schedule="constant",
-        grad_clip_norm=50.0, b1=0.9, b2=0.999, eps=1e-8))
-    optimizer = optimization.make_optimizer(optimizer_config, num_steps=1)
-    config = ml_collections.ConfigDict(dict(n_bits=8, class_loss_weight=0.3))
-    self.state = jax.jit(functools.partial(flow.create_train_state, model, optimizer,
-                                           n_bits=8, use_ema=False))(self.batch,
-                                                                     jax.random.PRNGKey(seed))
-    step = jax.jit(functools.partial(flow.train_step, model=model, optimizer=optimizer,
-                                     loss_fn=flow.make_loss_fn(config),
-                                     rng=jax.random.PRNGKey(seed + 1), ema_decay=0.0),
-                   donate_argnums=0)
+  def __init__(self, description: Mapping[str, Any], init_state, train_step,
+               batch: Dict[str, Array], *, seed: int = 0):
+    self.model_config = dict(description)
+    self.batch, self.batch_size = batch, len(batch["label"])
+    self.state = jax.jit(init_state)(batch, jax.random.PRNGKey(seed))
+    step = jax.jit(train_step, donate_argnums=0)
     self.flops_per_step = product_flops(jax.make_jaxpr(step)(self.state, self.batch).jaxpr)
     start = time.perf_counter()
     self.compiled = step.lower(self.state, self.batch).compile()
@@ -170,6 +164,42 @@ class CompiledTrainStep:
         "memory_bytes": _memory(self.compiled, sum(p.nbytes for p in jax.tree.leaves(params))),
         "final_loss": float(self.metrics["loss"]),
     }
+
+
+def flow_train_step(model_config: Mapping[str, Any], *, batch_size: int,
+                    seed: int = 0) -> CompiledTrainStep:
+  """A flow's (or the classifier's) step as training runs it (`flaxflow.tasks.flow.train_step`:
+  forward, log-det, backward, Adam) on random 8-bit images, without the EMA."""
+  model = models.create(model_config)
+  batch = random_batch(model_config["image_shape"], model_config.get("num_classes", 0),
+                       batch_size, seed)
+  optimizer_config = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=1e-4, warmup_steps=0, schedule="constant",
+      grad_clip_norm=50.0, b1=0.9, b2=0.999, eps=1e-8))
+  optimizer = optimization.make_optimizer(optimizer_config, num_steps=1)
+  config = ml_collections.ConfigDict(dict(n_bits=8, class_loss_weight=0.3))
+  init_state = functools.partial(flow.create_train_state, model, optimizer, n_bits=8,
+                                 use_ema=False)
+  step = functools.partial(flow.train_step, model=model, optimizer=optimizer,
+                           loss_fn=flow.make_loss_fn(config),
+                           rng=jax.random.PRNGKey(seed + 1), ema_decay=0.0)
+  return CompiledTrainStep(model_config, init_state, step, batch, seed=seed)
+
+
+def task_train_step(config: ml_collections.ConfigDict, *, batch_size: int,
+                    seed: int = 0) -> CompiledTrainStep:
+  """The step of `config`'s task (any family: `flaxflow.tasks`), as `launch.train` runs it, on
+  random images of `config.model.image_shape`; a family that reads the training split first
+  (IF-GAN's average faces) reads the one random batch."""
+  image_shape = tuple(config.model.image_shape)
+  num_classes = config.model.get("num_classes", 0)
+  batch = random_batch(image_shape, num_classes, batch_size, seed)
+  task = tasks.family_of(config).create_task(
+      config, parallel.make_mesh(jax.devices()[:1]), image_shape=image_shape,
+      class_names=[f"class {label}" for label in range(num_classes)],
+      train_batches=lambda: [jax.tree.map(np.asarray, batch)])
+  step = functools.partial(task.train_step, rng=jax.random.PRNGKey(seed + 1))
+  return CompiledTrainStep(config.model.to_dict(), task.init_state, step, batch, seed=seed)
 
 
 # An instruction of compiled HLO text, with the source operation it came from (op_name).

@@ -61,6 +61,40 @@ def test_train_step_record_and_operation_profile(tmp_path, capsys):
   assert "XLA operations:" in printed and operations[0]["operation"] in printed
 
 
+# Narrower networks than the faces configs' (the step is what is tested, not its size).
+_NARROW_GANS = {
+    "ifgan": dict(generator_widths=(4, 8, 8, 8), discriminator_widths=(4, 8, 8),
+                  classifier_widths=(4, 8, 8), feature_size=6),
+    "decgan": dict(encoder_widths=(4, 8, 8), generator_widths=(8, 8, 4),
+                   discriminator_widths=(4, 8, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(benchmark.GAN_CONFIGS))
+def test_a_gan_step_is_timed_as_its_faces_config_trains_it(name):
+  args = benchmark.parse_args([f"--model={name}", "--batch_size=7"])
+  config = benchmark.gan_config(args)
+  config.model.update(_NARROW_GANS[name])
+  step = benchmarking.task_train_step(config, batch_size=7)
+  # Every class is in the batch (IF-GAN's average faces need each one).
+  assert sorted(np.asarray(step.batch["label"]).tolist()) == list(range(7))
+  before = jax.tree.map(np.array, step.state.params)
+  record = step.record(step.run(2))
+  assert record["model"]["name"] == name and record["batch_size"] == 7
+  assert record["images_per_second"] > 0 and np.isfinite(record["final_loss"])
+  assert record["flops_per_step"] > 0 and int(step.state.step) == 2
+  for network, params in before.items():
+    changed = jax.tree.map(lambda old, new: not np.array_equal(old, new), params,
+                           step.state.params[network])
+    assert all(jax.tree.leaves(changed)), f"{name}: {network} was not trained"
+
+
+def test_only_the_single_suite_times_a_gan(capsys):
+  with pytest.raises(SystemExit):
+    benchmark.parse_args(["--model=decgan", "--suite=depth"])
+  assert "--model=decgan" in capsys.readouterr().err
+
+
 def test_allocator_settings_apply_exactly_where_the_c_library_is_glibc():
   assert host_memory.retain_freed_memory() is (platform.libc_ver()[0] == "glibc")
 
