@@ -12,7 +12,8 @@ LU-parametrised invertible 1x1 convolution and the bi-parallel linear transforma
 channel halves, y_k = s_k * x_k + mu_k with (s_k, mu_k) = g_k(x_{k-1}, y) and x_0 a learned
 vector, each g_k conv3x3 -> ReLU -> conv3x3 (or conv1x1) -> ReLU -> zero conv3x3 on the input and
 a projected one-hot label, log s bounded by 2 tanh(. / 2); learned split and top priors with
-a per-class offset of every position and channel; the same parameter count. Its loss is flaxflow's: bits/dim of log p(x | y).
+a per-class offset of every position and channel; the same parameter count. Its loss is
+flaxflow's: bits/dim of log p(x | y).
 
   python -m launch.benchmark_peer --image_shape 32,32,3 --num_classes 10
   python -m launch.benchmark_peer --model bplf --image_shape 48,48,1 --num_classes 7
