@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Sequence
 import jax
 import ml_collections
 
+from flaxflow.models.step_stack import GRADIENT_MODES
 from launch import benchmarking, host_memory
 from launch.arguments import int_tuple, positive_int
 
@@ -224,7 +225,7 @@ def conv_suite(args) -> Iterator[Dict[str, Any]]:
 
 def depth_suite(args) -> List[Dict[str, Any]]:
   records = []
-  for gradient in ("plain", "reversible"):
+  for gradient in ("plain", "save_products", "reversible"):
     shallow = run_jax(args, steps_per_level=8, gradient=gradient)
     deep = run_jax(args, steps_per_level=32, gradient=gradient)
     records += [shallow, deep, {
@@ -258,7 +259,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--image_shape", type=int_tuple, default=(32, 32, 3), help="H,W,C")
   parser.add_argument("--num_classes", type=int, default=10)
   parser.add_argument("--batch_size", type=positive_int, default=32)
-  parser.add_argument("--gradient", choices=("plain", "remat", "reversible"), default="plain")
+  parser.add_argument("--gradient", choices=GRADIENT_MODES, default="save_products")
   parser.add_argument("--scan_unroll", type=positive_int, default=1,
                       help="flow steps per scan iteration (K unrolls a level fully)")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",

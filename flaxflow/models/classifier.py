@@ -40,7 +40,7 @@ class ConditionalGlowClassifier(ModelCapabilities, nn.Module):
   h_width: int = 128
   additive: bool = False
   use_lu: bool = True
-  gradient: str = "plain"
+  gradient: str = "save_products"
   scan_unroll: int = 1
   dtype: Any = jnp.float32
 

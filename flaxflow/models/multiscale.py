@@ -51,7 +51,7 @@ class MultiscaleFlow(ModelCapabilities, nn.Module):
   # The data are SVD-truncated to this rank on the discrete image, before dequantisation
   # (`flaxflow.objectives.model_input`): the model is a density of the truncated data.
   svd_rank: Optional[int] = None
-  gradient: str = "plain"
+  gradient: str = "save_products"
   scan_unroll: int = 1
 
   def step_factory(self) -> Callable[[], Bijector]:
