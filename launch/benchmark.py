@@ -3,6 +3,7 @@
   python -m launch.benchmark --suite=peer --output=/tmp/peer.json    # Glow and BPLF vs PyTorch
   python -m launch.benchmark --suite=conv --output=/tmp/conv.json    # every layer, both paths
   python -m launch.benchmark --suite=depth --output=/tmp/depth.json  # K=8 vs K=32: compile, memory
+  python -m launch.benchmark --suite=gradient --model=bplf --rounds=6 --timed_steps=3  # A/B
   python -m launch.benchmark --suite=single --model=bplf --steps=8 --width=128 --image_shape=32,32,3
   python -m launch.benchmark --model=decgan --batch_size=16   # a GAN's step (also ifgan)
   python -m launch.benchmark --profile_dir=/tmp/trace   # + time per XLA operation of the step
@@ -240,9 +241,46 @@ def depth_suite(args) -> List[Dict[str, Any]]:
   return records
 
 
+def gradient_suite(args) -> List[Dict[str, Any]]:
+  """`--model`'s step under each of `--gradients`, compiled in this process and timed in
+  alternating rounds (the machine's drift then hits every mode alike), with step-time and
+  memory ratios to the first mode."""
+  steps = {gradient: benchmarking.flow_train_step(model_config(args, gradient=gradient),
+                                                  batch_size=args.batch_size)
+           for gradient in args.gradients}
+  for step in steps.values():
+    step.run(args.warmup_steps)
+  seconds = {gradient: [] for gradient in steps}
+  for _ in range(args.rounds):
+    for gradient, step in steps.items():
+      seconds[gradient].append(statistics.median(step.run(args.timed_steps)))
+  records = [dict(steps[gradient].record(round_medians), framework=FRAMEWORK)
+             for gradient, round_medians in seconds.items()]
+  first = records[0]
+  comparison = {
+      "comparison": f"each gradient mode over {args.gradients[0]}",
+      "step_time_ratio": {gradient: record["median_step_seconds"] / first["median_step_seconds"]
+                          for gradient, record in zip(steps, records)},
+      "temp_memory_ratio": {gradient: record["memory_bytes"]["temp"]
+                                      / first["memory_bytes"]["temp"]
+                            for gradient, record in zip(steps, records)},
+  }
+  return records + [comparison]
+
+
+def _gradient_modes(text: str) -> List[str]:
+  modes = text.split(",")
+  unknown = [mode for mode in modes if mode not in GRADIENT_MODES]
+  if unknown:
+    raise argparse.ArgumentTypeError(f"unknown gradient modes {unknown}; expected some of "
+                                     f"{GRADIENT_MODES}")
+  return modes
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--suite", choices=("peer", "depth", "single", "conv"), default="single")
+  parser.add_argument("--suite", choices=("peer", "depth", "single", "conv", "gradient"),
+                      default="single")
   parser.add_argument("--model", choices=("glow", "bplf", "classifier", *GAN_CONFIGS),
                       default="glow",
                       help="a flow, the classifier, or a GAN as launch/configs/<gan>_faces.py "
@@ -260,6 +298,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--num_classes", type=int, default=10)
   parser.add_argument("--batch_size", type=positive_int, default=32)
   parser.add_argument("--gradient", choices=GRADIENT_MODES, default="save_products")
+  parser.add_argument("--gradients", type=_gradient_modes, default=["plain", "save_products"],
+                      help="gradient suite: the modes compared, the first being the reference")
   parser.add_argument("--scan_unroll", type=positive_int, default=1,
                       help="flow steps per scan iteration (K unrolls a level fully)")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
@@ -268,7 +308,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--timed_steps", type=positive_int, default=10,
                       help="steps timed (per round in the peer suite)")
   parser.add_argument("--rounds", type=positive_int, default=3,
-                      help="peer suite: alternating rounds of flaxflow's and the peer's steps")
+                      help="peer and gradient suites: alternating rounds of the steps compared")
   parser.add_argument("--system_malloc", action="store_true",
                       help="keep the C library's default allocator settings (for comparison)")
   parser.add_argument("--profile_dir", default=None,
@@ -289,7 +329,7 @@ def main(argv: Sequence[str]) -> None:
             "device": jax.devices()[0].device_kind, "cores": os.cpu_count()}
   print(json.dumps(matmul), flush=True)
   suites = {"peer": peer_suite, "depth": depth_suite, "conv": conv_suite,
-            "single": lambda args: [run_jax(args)]}
+            "gradient": gradient_suite, "single": lambda args: [run_jax(args)]}
   records = [matmul]
   for record in suites[args.suite](args):
     summary = {k: v for k, v in record.items() if k != "step_seconds"}

@@ -189,3 +189,23 @@ def test_torch_peers_compute_what_flaxflow_computes():
   peer = benchmark_peer.TorchBPLF(2, 2, 16, (8, 8, 1), 3, "3x3-1x1")
   assert (sum(p.numel() for p in peer.parameters())
           == sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"])))
+
+
+def test_gradient_suite_times_each_mode_in_rounds_against_the_first(tmp_path):
+  output = tmp_path / "gradient.json"
+  benchmark.main(["--suite=gradient", "--model=bplf", "--levels=1", "--steps=2", "--width=8",
+                  "--image_shape=8,8,1", "--num_classes=3", "--batch_size=4",
+                  "--gradients=plain,save_products,reversible", "--rounds=2",
+                  "--warmup_steps=1", "--timed_steps=1", f"--output={output}"])
+  _, *records, comparison = json.loads(output.read_text())
+  assert [record["model"]["gradient"] for record in records] == [
+      "plain", "save_products", "reversible"]
+  assert all(len(record["step_seconds"]) == 2 for record in records)  # One median per round.
+  assert comparison["step_time_ratio"]["plain"] == 1.0
+  assert set(comparison["temp_memory_ratio"]) == {"plain", "save_products", "reversible"}
+
+
+def test_gradient_modes_are_checked_when_parsed(capsys):
+  with pytest.raises(SystemExit):
+    benchmark.parse_args(["--suite=gradient", "--gradients=plain,fastest"])
+  assert "fastest" in capsys.readouterr().err

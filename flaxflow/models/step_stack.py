@@ -18,8 +18,9 @@ time does not grow with depth. Four ways to get gradients (`gradient`):
   bijections), so memory is flat in depth.
 
 `scan_unroll` is `lax.scan`'s `unroll`: steps per loop iteration. Unrolling removes the loop's
-per-iteration stacking and slicing of activations (about a fifth faster on CPU at K=8) at the
-price of compile time that grows with the steps unrolled; 1 keeps compile time flat in depth.
+per-iteration slicing of the stacked variables at the price of compile time that grows with the
+steps unrolled; on a 2-core CPU K=8 unrolled was no faster at the peer sizes (launch/RESULTS.md),
+so 1, which keeps compile time flat in depth, is the default.
 """
 
 import functools
