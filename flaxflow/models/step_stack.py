@@ -9,8 +9,8 @@ time does not grow with depth. Four ways to get gradients (`gradient`):
   recomputed from them in the backward pass. On CPU a 3x3 convolution is a product of 9 windows
   of its input (`flaxflow.conv`), which plain autodiff stores for every step and the scan first
   zero-fills and then copies into its stacked buffers; this mode stores none of that. Measured
-  on CPU against "plain" (launch/RESULTS.md): BPLF's step 14-23% faster with 2.7-3.2x less
-  temporary memory, the other flows as fast or faster with less memory.
+  on CPU against "plain" (launch/RESULTS.md): 2.7-3.2x less temporary memory for BPLF and
+  10-14% less for Glow at the peer sizes, at the same step time (within the machine's noise).
 * ``"remat"``: `jax.checkpoint` around each step; only each step's input is stored and the step's
   insides are recomputed in the backward pass.
 * ``"reversible"``: a `jax.custom_vjp` that stores only the level's output and, walking the steps
