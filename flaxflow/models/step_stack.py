@@ -10,7 +10,8 @@ time does not grow with depth. Four ways to get gradients (`gradient`):
   of its input (`flaxflow.conv`), which plain autodiff stores for every step and the scan first
   zero-fills and then copies into its stacked buffers; this mode stores none of that. Measured
   on CPU against "plain" (launch/RESULTS.md): 2.7-3.2x less temporary memory for BPLF and
-  10-14% less for Glow at the peer sizes, at the same step time (within the machine's noise).
+  10-14% less for Glow at the peer sizes, at the step time of "plain" within the machine's
+  noise (a few percent, either way).
 * ``"remat"``: `jax.checkpoint` around each step; only each step's input is stored and the step's
   insides are recomputed in the backward pass.
 * ``"reversible"``: a `jax.custom_vjp` that stores only the level's output and, walking the steps
