@@ -244,7 +244,8 @@ def depth_suite(args) -> List[Dict[str, Any]]:
 def gradient_suite(args) -> List[Dict[str, Any]]:
   """`--model`'s step under each of `--gradients`, compiled in this process and timed in
   alternating rounds (the machine's drift then hits every mode alike), with step-time and
-  memory ratios to the first mode."""
+  memory ratios to the first mode. A mode's `step_seconds` are its rounds' medians, so that one
+  slow round weighs as one step."""
   steps = {gradient: benchmarking.flow_train_step(model_config(args, gradient=gradient),
                                                   batch_size=args.batch_size)
            for gradient in args.gradients}
