@@ -132,6 +132,21 @@ def test_square_3x3_in_a_scanned_step_stack_trains_without_convolutions_on_cpu()
     assert "conv_general_dilated" in str(jax.make_jaxpr(jax.grad(loss))(variables, x))
 
 
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+def test_accelerators_keep_the_native_convolution(monkeypatch, backend):
+  """cuDNN's and the TPU's convolutions have none of XLA:CPU's weaknesses: no products there."""
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  x = _inputs(4)
+  for function in (
+      lambda x, k: fconv.conv_general_dilated(x, k, (1, 1), "SAME",
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC")),
+      lambda x, k: fconv.conv_general_dilated(x, k, (2, 2), "SAME",
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC")),
+      lambda x, k: fconv.conv_transpose(x, k, (2, 2), "SAME")):
+    jaxpr = _jaxpr_of_gradient(function, x, jnp.ones((3, 3, 4, 6)))
+    assert "conv_general_dilated" in jaxpr and "dot_general" not in jaxpr
+
+
 def test_strided_and_transposed_layers_train_without_convolutions_on_cpu():
   x = _inputs(4)
   strided = lambda x, k: fconv.conv_general_dilated(x, k, (2, 2), "SAME",
