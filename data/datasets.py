@@ -37,11 +37,11 @@ import sklearn.datasets
 import sklearn.model_selection
 import tensorflow_datasets as tfds
 
-from data import offline
-from data.emotion_set import builder as emotion_set_builder
-from data.sources import face_folders
-from data.synthetic_faces import builder as synthetic_faces_builder
-from data.tf_cpu import tf
+from flaxflow.data import offline
+from flaxflow.data.emotion_set import builder as emotion_set_builder
+from flaxflow.data.sources import face_folders
+from flaxflow.data.synthetic_faces import builder as synthetic_faces_builder
+from flaxflow.data.tf_cpu import tf
 
 DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data.sources.records import CLASS_NAMES
+from flaxflow.data.sources.records import CLASS_NAMES
 
 
 def face_features(side: int) -> dict:

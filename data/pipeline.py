@@ -27,7 +27,7 @@ from typing import Iterator, Mapping, Optional
 import jax
 import numpy as np
 
-from data.tf_cpu import tf
+from flaxflow.data.tf_cpu import tf
 
 _READ_BATCH = 1024
 _MAX_SEED = 2**63 - 1
@@ -189,7 +189,7 @@ def _check_elements(dataset: tf.data.Dataset) -> None:
   spec = dataset.element_spec
   if not isinstance(spec, dict) or not {"image", "label"} <= set(spec):
     raise ValueError("dataset: elements must be dicts with 'image' and 'label' "
-                     f"(as from data.datasets.load), got {spec}")
+                     f"(as from flaxflow.data.datasets.load), got {spec}")
   image, label = spec["image"], spec["label"]
   if image.dtype != tf.uint8 or image.shape.rank != 3 or not image.shape.is_fully_defined():
     raise ValueError("dataset: 'image' must be uint8 (H, W, C) of one fixed shape, got "

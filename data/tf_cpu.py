@@ -15,7 +15,7 @@ def hide_accelerators_from_tensorflow() -> None:
   except RuntimeError as error:  # devices were initialised before this module was imported
     if tf.config.get_visible_devices("GPU"):
       raise RuntimeError("TensorFlow initialised its GPUs before data.tf_cpu was imported; "
-                         "import data.* before running any TensorFlow op") from error
+                         "import flaxflow.data.* before running any TensorFlow op") from error
 
 
 hide_accelerators_from_tensorflow()

@@ -20,7 +20,7 @@ import ml_collections
 from absl import app, flags
 
 from flaxflow import analysis, models, optimization
-from launch import research, runs
+from flaxflow.launch import research, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "ablation_digits.py")

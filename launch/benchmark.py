@@ -27,8 +27,8 @@ import jax
 import ml_collections
 
 from flaxflow.models.step_stack import GRADIENT_MODES
-from launch import benchmarking, host_memory
-from launch.arguments import int_tuple, positive_int
+from flaxflow.launch import benchmarking, host_memory
+from flaxflow.launch.arguments import int_tuple, positive_int
 
 # The two configurations of the peer comparison: class-conditional flows, L=3, K=8, width 128.
 PEER_CONFIGS = (
@@ -78,7 +78,7 @@ def model_config(args, **overrides) -> Dict[str, Any]:
 
 def gan_config(args) -> ml_collections.ConfigDict:
   """The faces config of the GAN `args.model`, its model as that config builds it."""
-  config = importlib.import_module(f"launch.configs.{GAN_CONFIGS[args.model]}").get_config()
+  config = importlib.import_module(f"flaxflow.launch.configs.{GAN_CONFIGS[args.model]}").get_config()
   config.batch_size = args.batch_size
   return config
 
@@ -127,7 +127,7 @@ def short_source(op_name: str) -> str:
 
 def _run_peer_process(arguments: Sequence[str]) -> Any:
   """`launch.benchmark_peer` in a process of its own (no JAX threads, torch's own allocator)."""
-  command = [sys.executable, "-m", "launch.benchmark_peer", *arguments]
+  command = [sys.executable, "-m", "flaxflow.launch.benchmark_peer", *arguments]
   result = subprocess.run(command, capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if result.returncode:

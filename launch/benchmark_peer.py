@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from launch.arguments import int_tuple, positive_int
-from launch.timing import wall_times
+from flaxflow.launch.arguments import int_tuple, positive_int
+from flaxflow.launch.timing import wall_times
 
 
 class _InvertibleConv1x1(nn.Module):

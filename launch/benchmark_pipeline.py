@@ -23,10 +23,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from data import datasets, pipeline
-from data.emotion_set import build
-from data.sources import fer2013
-from launch.timing import wall_times
+from flaxflow.data import datasets, pipeline
+from flaxflow.data.emotion_set import build
+from flaxflow.data.sources import fer2013
+from flaxflow.launch.timing import wall_times
 
 _CONFIGS = ("48", "64")
 

@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from flaxflow import analysis, tasks
-from launch import research, runs
+from flaxflow.launch import research, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "digits_classifier.py")

@@ -12,7 +12,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from flaxflow import analysis, optimization
-from launch import research, runs
+from flaxflow.launch import research, runs
 
 _RUN = research.define_run_flags()
 

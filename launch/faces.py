@@ -9,13 +9,13 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from data.synthetic_faces import builder as synthetic_faces_builder
-from data.synthetic_faces import factors, render
+from flaxflow.data.synthetic_faces import builder as synthetic_faces_builder
+from flaxflow.data.synthetic_faces import factors, render
 from flaxflow import analysis, objectives
 from flaxflow.tasks import decgan as decgan_task
 from flaxflow.tasks.trained import TrainedModel
 from flaxflow.analysis import ground_truth
-from launch import research, runs
+from flaxflow.launch import research, runs
 
 _READ_BATCH = 1024
 

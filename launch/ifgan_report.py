@@ -18,11 +18,11 @@ Writes WORKDIR/analysis/ifgan_report.json.
 import numpy as np
 from absl import app, flags
 
-from data import datasets
+from flaxflow.data import datasets
 from flaxflow import analysis
 from flaxflow.analysis import ground_truth, probes
 from flaxflow.tasks import ifgan as ifgan_task
-from launch import faces, research, runs
+from flaxflow.launch import faces, research, runs
 
 _RUN = research.define_run_flags()
 _FIGURE = flags.DEFINE_string("figure", None, "Grid PNG (default: WORKDIR/analysis/ifgan_grid.png).")

@@ -18,7 +18,7 @@ from tensorboard.util import tensor_util
 
 from flaxflow.analysis import curves
 from flaxflow.workdir import Workdir
-from launch import research, runs
+from flaxflow.launch import research, runs
 
 _SMOOTHING = flags.DEFINE_float("smoothing", 0.6, "TensorBoard-style smoothing weight in [0, 1).")
 _OUTPUT = flags.DEFINE_string("output", None, "PNG to write (default: WORKDIR/nll_curves.png).")

@@ -6,7 +6,7 @@ import numpy as np
 
 from flaxflow.analysis import probes
 from flaxflow.tasks.trained import TrainedModel
-from launch import research
+from flaxflow.launch import research
 
 
 def probe_training_subjects(run: TrainedModel, num_subjects: int) -> List[Dict[str, Any]]:

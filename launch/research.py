@@ -9,12 +9,12 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 import ml_collections
 from absl import flags, logging
 
-from data import datasets, pipeline
-from data.tf_cpu import tf
+from flaxflow.data import datasets, pipeline
+from flaxflow.data.tf_cpu import tf
 from flaxflow import analysis, tasks
 from flaxflow.tasks.trained import TrainedModel
 from flaxflow.workdir import Workdir
-from launch import runs
+from flaxflow.launch import runs
 
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (evaluate, sample, transfer, "
                               "tsne), or where the runs go (cross_validate, ablate).",

@@ -19,10 +19,10 @@ from absl import app, flags, logging
 from clu import metric_writers
 from ml_collections import config_flags
 
-from data import datasets, pipeline
+from flaxflow.data import datasets, pipeline
 from flaxflow import checkpointing, loop, parallel, tasks
 from flaxflow.workdir import Workdir, WorkdirInUseError
-from launch import host_memory
+from flaxflow.launch import host_memory
 
 ACCELERATOR = flags.DEFINE_enum("accelerator", None, list(parallel.ACCELERATORS),
                                 "Platform to run on (default: JAX's choice).")

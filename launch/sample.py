@@ -9,7 +9,7 @@ import jax
 from absl import app, flags
 
 from flaxflow import analysis, images
-from launch import research, runs
+from flaxflow.launch import research, runs
 
 _RUN = research.define_run_flags()
 

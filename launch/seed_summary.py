@@ -14,7 +14,7 @@ import re
 from absl import app, flags
 
 from flaxflow import analysis
-from launch import runs
+from flaxflow.launch import runs
 
 _RUNS = flags.DEFINE_string("runs", None, "Folder of the runs.", required=True)
 

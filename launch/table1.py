@@ -16,7 +16,7 @@ from absl import app, flags
 from flaxflow import analysis
 from flaxflow.analysis import latent_classifiers
 from flaxflow.workdir import Workdir
-from launch import research, runs
+from flaxflow.launch import research, runs
 
 _RUN = research.define_run_flags()
 

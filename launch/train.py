@@ -12,9 +12,9 @@ import os
 
 from absl import app, flags, logging
 
-from data import pipeline
+from flaxflow.data import pipeline
 from flaxflow.workdir import Workdir
-from launch import runs
+from flaxflow.launch import runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "default.py")

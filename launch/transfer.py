@@ -24,7 +24,7 @@ from flaxflow import analysis, tasks
 from flaxflow.analysis import ground_truth
 from flaxflow.gan import decgan
 from flaxflow.tasks import decgan as decgan_task
-from launch import faces, research
+from flaxflow.launch import faces, research
 
 _RUN = research.define_run_flags()
 

@@ -12,7 +12,7 @@ expression and of subject (launch/probing.py) and writes W/analysis/probes.json.
 from absl import app, flags
 
 from flaxflow import analysis
-from launch import probing, research
+from flaxflow.launch import probing, research
 
 _RUN = research.define_run_flags()
 

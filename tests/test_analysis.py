@@ -13,7 +13,7 @@ from PIL import Image
 
 from flaxflow import analysis, checkpointing, models, objectives, optimization
 from flaxflow.tasks import flow
-from launch.configs import digits_bplf
+from flaxflow.launch.configs import digits_bplf
 from tiny_models import NUM_CLASSES, build, perturb_params
 
 RNG = jax.random.PRNGKey(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from launch import benchmark, benchmarking, host_memory
+from flaxflow.launch import benchmark, benchmarking, host_memory
 
 
 def test_product_flops_counts_every_scan_trip_and_backward_products():
@@ -168,7 +168,7 @@ def test_torch_peers_compute_what_flaxflow_computes():
   """The torch.nn convolutions the conv suite times give lax's outputs; the BPLF has our size."""
   torch = pytest.importorskip(
       "torch", reason="the PyTorch peers need the bench extra: pip install -e \".[bench]\"")
-  from launch import benchmark_peer
+  from flaxflow.launch import benchmark_peer
   from flaxflow import conv, models
   rng = np.random.default_rng(0)
   for layer in benchmark.GAN_LAYERS:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data.synthetic_faces import factors, render
+from flaxflow.data.synthetic_faces import factors, render
 from flaxflow.analysis import ground_truth, probes
 
 NUM_CLASSES = len(factors.CLASS_NAMES)

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from data.synthetic_faces import factors, render
-from launch import faces
-from launch.configs import default
+from flaxflow.data.synthetic_faces import factors, render
+from flaxflow.launch import faces
+from flaxflow.launch.configs import default
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default config (32x32 synthetic faces) shrunk to seconds.

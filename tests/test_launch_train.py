@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from flaxflow import tasks
-from launch import runs
+from flaxflow.launch import runs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "launch", "configs")

@@ -2,8 +2,8 @@
 
 import argparse
 
-from data.emotion_set import assemble
-from data.emotion_set import builder
+from flaxflow.data.emotion_set import assemble
+from flaxflow.data.emotion_set import builder
 
 
 def main(argv=None) -> None:

@@ -15,13 +15,13 @@ from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 
-from data import faces
-from data.sources import ckplus
-from data.sources import fer2013
-from data.sources import folders
-from data.sources import jaffe
-from data.sources import mmi
-from data.sources import records
+from flaxflow.data import faces
+from flaxflow.data.sources import ckplus
+from flaxflow.data.sources import fer2013
+from flaxflow.data.sources import folders
+from flaxflow.data.sources import jaffe
+from flaxflow.data.sources import mmi
+from flaxflow.data.sources import records
 
 NATIVE_READERS = {
     fer2013.SOURCE: fer2013.read,

@@ -20,10 +20,10 @@ import shutil
 import tensorflow_datasets as tfds
 from absl import logging
 
-from data import features
-from data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
-from data.emotion_set import assemble
-from data.sources import records
+from flaxflow.data import features
+from flaxflow.data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
+from flaxflow.data.emotion_set import assemble
+from flaxflow.data.sources import records
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Place any subset of these datasets under the manual directory, each in its own folder and in

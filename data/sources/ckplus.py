@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pathlib
 
-from data.sources import records
+from flaxflow.data.sources import records
 
 SOURCE = "ckplus"
 IMAGES_DIR = "cohn-kanade-images"

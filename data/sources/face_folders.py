@@ -18,7 +18,7 @@ from typing import Dict, Tuple
 import cv2
 import numpy as np
 
-from data.sources import folders, records
+from flaxflow.data.sources import folders, records
 
 SOURCE = "face_folders"
 SPLITS = ("train", "test")

@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from data.sources import records
+from flaxflow.data.sources import records
 
 SOURCE = "fer2013"
 FILE_NAME = "fer2013.csv"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pathlib
 
-from data.sources import records
+from flaxflow.data.sources import records
 
 
 def read(root: pathlib.Path, source: str) -> records.Items:

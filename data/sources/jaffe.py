@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 import re
 
-from data.sources import records
+from flaxflow.data.sources import records
 
 SOURCE = "jaffe"
 CODE_TO_LABEL = {

@@ -23,8 +23,8 @@ import xml.etree.ElementTree as ElementTree
 import cv2
 import numpy as np
 
-from data.sources import folders
-from data.sources import records
+from flaxflow.data.sources import folders
+from flaxflow.data.sources import records
 
 SOURCE = "mmi"
 SESSIONS_DIR = "Sessions"

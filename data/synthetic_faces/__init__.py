@@ -11,10 +11,10 @@ The public API for evaluation:
   building it; importing `data.synthetic_faces.builder` registers it with TFDS.
 """
 
-from data.synthetic_faces.factors import (ACTION_FIELDS, CLASS_NAMES, IDENTITY_FIELDS,
+from flaxflow.data.synthetic_faces.factors import (ACTION_FIELDS, CLASS_NAMES, IDENTITY_FIELDS,
                                           NEUTRAL_NUISANCE, NUISANCE_FIELDS, Factors,
                                           expression_actions, mean_identity)
-from data.synthetic_faces.renderer import render
+from flaxflow.data.synthetic_faces.renderer import render
 
 __all__ = ["ACTION_FIELDS", "CLASS_NAMES", "IDENTITY_FIELDS", "NEUTRAL_NUISANCE",
            "NUISANCE_FIELDS", "Factors", "expression_actions", "mean_identity", "render"]

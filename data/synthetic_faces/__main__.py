@@ -6,8 +6,8 @@
 
 import argparse
 
-from data.synthetic_faces import builder
-from data.synthetic_faces import preview
+from flaxflow.data.synthetic_faces import builder
+from flaxflow.data.synthetic_faces import preview
 
 
 def main(argv=None) -> None:

@@ -17,10 +17,10 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data import features
-from data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
-from data.synthetic_faces import factors
-from data.synthetic_faces.renderer import render
+from flaxflow.data import features
+from flaxflow.data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
+from flaxflow.data.synthetic_faces import factors
+from flaxflow.data.synthetic_faces.renderer import render
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SIZES = (32, 48, 64)

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from data.sources.records import CLASS_NAMES
+from flaxflow.data.sources.records import CLASS_NAMES
 
 # Identity fields and the uniform range each is drawn from. Lengths are in the face frame,
 # where the image spans [-1, 1] on both axes; tones are grey levels in [0, 1].

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from data.synthetic_faces.factors import (CLASS_NAMES, NEUTRAL_NUISANCE, draw_identity,
+from flaxflow.data.synthetic_faces.factors import (CLASS_NAMES, NEUTRAL_NUISANCE, draw_identity,
                                           image_factors, mean_identity)
-from data.synthetic_faces.renderer import render
+from flaxflow.data.synthetic_faces.renderer import render
 
 LOW_INTENSITY = 0.3
 _GAP = 2  # pixels between tiles, before upscaling

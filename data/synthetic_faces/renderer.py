@@ -7,7 +7,7 @@ pixel, then the grid is averaged down (anti-aliasing), lit by a gradient and giv
 noise. Every pixel goes through the same elementwise float32 operations whatever the batch,
 so one face rendered alone equals the same face rendered in a batch, bit for bit.
 
-    from data.synthetic_faces import NEUTRAL_NUISANCE, mean_identity, render
+    from flaxflow.data.synthetic_faces import NEUTRAL_NUISANCE, mean_identity, render
     image = render(mean_identity(), expression=3, intensity=1.0,
                    nuisance=NEUTRAL_NUISANCE, size=48)  # uint8 (48, 48, 1): a smile
 """
@@ -19,7 +19,7 @@ import types
 
 import numpy as np
 
-from data.synthetic_faces.factors import (ACTION_FIELDS, CLASS_NAMES, IDENTITY_FIELDS,
+from flaxflow.data.synthetic_faces.factors import (ACTION_FIELDS, CLASS_NAMES, IDENTITY_FIELDS,
                                           NUISANCE_FIELDS, expression_actions)
 
 SUPERSAMPLE = 2

@@ -6,7 +6,7 @@ rows share and `config.svd_rank` the rank of the SVD rows.
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -8,7 +8,7 @@ rank; half the image side is this config's choice.
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 # dataset: (image shape, levels, steps per level, width, training steps)
 _SETTINGS = {

@@ -5,7 +5,7 @@ folders), the architecture and optimizer of `emotion_set_classifier.py`. A GPU o
 
 import ml_collections
 
-from launch.configs import emotion_set_classifier
+from flaxflow.launch.configs import emotion_set_classifier
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -13,7 +13,7 @@ alone.
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -4,7 +4,7 @@ quarter of its widths, 5x5 stems and 3x3 discriminator kernels (a 7x7 window spa
 
 import ml_collections
 
-from launch.configs import decgan_emotion_set
+from flaxflow.launch.configs import decgan_emotion_set
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -5,7 +5,7 @@
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 _SIZES = ("32", "48")
 

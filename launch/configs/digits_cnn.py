@@ -3,7 +3,7 @@ at the steps and batch of `digits_classifier.py`."""
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -6,7 +6,7 @@ the 48x48 build. Needs the built EmotionSet in `--config.data_dir` and a GPU or 
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 _SIZES = ("64", "48")
 

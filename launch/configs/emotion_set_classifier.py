@@ -6,7 +6,7 @@ batch of 32, as in the paper. Needs the built EmotionSet in `--config.data_dir` 
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -5,7 +5,7 @@ cases too."""
 
 import ml_collections
 
-from launch.configs import default
+from flaxflow.launch.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

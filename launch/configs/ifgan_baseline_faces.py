@@ -3,7 +3,7 @@ trained alone on the raw image with the same softmax and island losses and optim
 
 import ml_collections
 
-from launch.configs import ifgan_faces
+from flaxflow.launch.configs import ifgan_faces
 
 
 def get_config() -> ml_collections.ConfigDict:

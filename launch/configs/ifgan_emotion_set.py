@@ -8,7 +8,7 @@ is the "w/o attention" ablation.
 
 import ml_collections
 
-from launch.configs import ifgan_faces
+from flaxflow.launch.configs import ifgan_faces
 
 
 def get_config() -> ml_collections.ConfigDict:

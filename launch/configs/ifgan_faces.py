@@ -8,7 +8,7 @@ networks, batch 32, a higher learning rate than the paper's 1e-4 so that a few e
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 
 def ifgan_config(dataset: str, side: int) -> ml_collections.ConfigDict:

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from launch.configs import common
+from flaxflow.launch.configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from data import offline
+from flaxflow.data import offline
 
 PHOTO_SIDE = 200  # small for speed; the astronaut's face is then about 36 pixels wide
 

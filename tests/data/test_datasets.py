@@ -11,8 +11,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from native_formats import MNIST_SIZES, mnist_arrays, write_cifar10_archive, write_mnist
 
-from data import datasets
-from data.emotion_set import build
+from flaxflow.data import datasets
+from flaxflow.data.emotion_set import build
 
 
 def check_format(dataset, image_shape):

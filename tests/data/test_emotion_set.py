@@ -8,10 +8,10 @@ import pytest
 import tensorflow_datasets as tfds
 from native_formats import EXPECTED_FER2013_SPLITS, EXPECTED_VALID
 
-from data import datasets
-from data.emotion_set import EmotionSet, assemble, build
-from data.emotion_set import __main__ as command_line
-from data.sources import records
+from flaxflow.data import datasets
+from flaxflow.data.emotion_set import EmotionSet, assemble, build
+from flaxflow.data.emotion_set import __main__ as command_line
+from flaxflow.data.sources import records
 
 
 def contents(examples):

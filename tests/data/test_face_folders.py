@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from data import datasets
+from flaxflow.data import datasets
 from flaxflow import analysis, models, objectives
 
 # BU-EEG's six expressions as its folders might name them: no neutral.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from data import faces
+from flaxflow.data import faces
 
 
 def gray(image):

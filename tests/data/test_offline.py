@@ -10,7 +10,7 @@ import pytest
 from native_formats import (CIFAR10_BATCH_SIZE, batch_pickle, expected_cifar10, idx_bytes,
                             write_cifar10_archive, write_cifar10_folder, write_mnist)
 
-from data import offline
+from flaxflow.data import offline
 
 class TestMnist:
 

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from data import datasets, pipeline, tf_cpu
+from flaxflow.data import datasets, pipeline, tf_cpu
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -230,7 +230,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 process_id, port = int(sys.argv[1]), sys.argv[2]
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
-from data import datasets, pipeline
+from flaxflow.data import datasets, pipeline
 dataset, _ = datasets.load("digits", "train")
 mesh = Mesh(np.array(jax.devices()), ("data",))
 iterator = pipeline.TrainIterator(dataset, global_batch_size=8, seed=5,

@@ -5,7 +5,7 @@ import pytest
 from native_formats import (FACE, fer2013_row, write_ckplus_sequence, write_fer2013, write_image,
                             write_mmi_session)
 
-from data.sources import ckplus, fer2013, folders, jaffe, mmi, records
+from flaxflow.data.sources import ckplus, fer2013, folders, jaffe, mmi, records
 
 
 def split_items(items):

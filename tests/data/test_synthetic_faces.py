@@ -13,11 +13,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from data import datasets
-from data.sources import records
-from data.synthetic_faces import (IDENTITY_FIELDS, NEUTRAL_NUISANCE, NUISANCE_FIELDS,
+from flaxflow.data import datasets
+from flaxflow.data.sources import records
+from flaxflow.data.synthetic_faces import (IDENTITY_FIELDS, NEUTRAL_NUISANCE, NUISANCE_FIELDS,
                                   builder, expression_actions, factors, mean_identity, render)
-from data.synthetic_faces import __main__ as command_line
+from flaxflow.data.synthetic_faces import __main__ as command_line
 from flaxflow.analysis.ground_truth import gradient_histograms
 
 SMALL = dict(subjects={"train": 3, "validation": 1, "test": 2}, images_per_subject=4)
@@ -249,7 +249,7 @@ class TestLoad:
     # train and validation into its temporary folder.
     script = textwrap.dedent(f"""
         import os, signal
-        from data.synthetic_faces import builder
+        from flaxflow.data.synthetic_faces import builder
         render = builder.render
         def render_until_test(identity, *rest):
           if len(identity) == {SMALL_SPLITS['test']}:

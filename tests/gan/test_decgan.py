@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from data.synthetic_faces import factors, render
+from flaxflow.data.synthetic_faces import factors, render
 from flaxflow import checkpointing, loop, parallel, tasks
 from flaxflow.gan import decgan
 from flaxflow.tasks import decgan as decgan_task

@@ -1,0 +1,1 @@
+"""Readers of the datasets EmotionSet merges, one per native format."""
