@@ -18,6 +18,7 @@ import os
 import shutil
 
 import tensorflow_datasets as tfds
+from etils import epath
 from absl import logging
 
 from flaxflow.data import features
@@ -55,6 +56,10 @@ class EmotionSetConfig(tfds.core.BuilderConfig):
 class EmotionSet(tfds.core.GeneratorBasedBuilder):
   """FER2013, CK+, JAFFE and MMI faces with 7 expression labels, split without shared subjects."""
 
+  # TFDS derives both paths from the module's name, which names the installed package
+  # (flaxflow.data...), not the repository folder (data/...) this file is in.
+  pkg_dir_path = epath.Path(__file__).parent
+  code_path = epath.Path(__file__)
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "FER2013, CK+, JAFFE, MMI and folder-layout sources."}
   BUILDER_CONFIGS = [

@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from flaxflow.data import features
 from flaxflow.data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
@@ -114,6 +115,10 @@ class SyntheticFaces(tfds.core.GeneratorBasedBuilder):
   """Rendered faces in EmotionSet's 7 classes, with identity, expression and nuisance
   factors."""
 
+  # TFDS derives both paths from the module's name, which names the installed package
+  # (flaxflow.data...), not the repository folder (data/...) this file is in.
+  pkg_dir_path = epath.Path(__file__).parent
+  code_path = epath.Path(__file__)
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Faces of implicit shapes; 120/20/20 people, 64 images each."}
   BUILDER_CONFIGS = [make_config(size) for size in IMAGE_SIZES]
