@@ -3,7 +3,11 @@ and noise redrawn with another expression, to score expression transfer against.
 
 `score_transfer` (flows) and `score_decgan_transfer` are what `python -m launch.transfer` adds
 on a synthetic-faces run; the metrics themselves are in `flaxflow.analysis.ground_truth`.
+`scoring_build` and `scoring_readers` give a run's build and its independent readers
+(`flaxflow.scoring`).
 """
+
+import os
 
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -11,7 +15,7 @@ import numpy as np
 
 from flaxflow.data.synthetic_faces import builder as synthetic_faces_builder
 from flaxflow.data.synthetic_faces import factors, render
-from flaxflow import analysis, objectives
+from flaxflow import analysis, objectives, scoring
 from flaxflow.tasks import decgan as decgan_task
 from flaxflow.tasks.trained import TrainedModel
 from flaxflow.analysis import ground_truth
@@ -52,6 +56,20 @@ def builder_config(config: Any) -> synthetic_faces_builder.SyntheticFacesConfig:
   return synthetic_faces_builder.make_config(int(size), **runs.dataset_options(config))
 
 
+def scoring_build(config: Any) -> scoring.FaceBuild:
+  """The people and images of the synthetic-faces build that the run `config` reads."""
+  return scoring.FaceBuild.from_options(builder_config(config))
+
+
+def scoring_readers(config: Any) -> scoring.Readers:
+  """The independent readers of the run's build, fitted on first use (about a minute) and kept
+  next to the dataset, in <data_dir>/synthetic_faces_scoring/."""
+  build = builder_config(config)
+  root = synthetic_faces_builder.make_builder(config.data_dir, build.image_size).data_dir_root
+  return scoring.load_readers(scoring.FaceBuild.from_options(build),
+                              os.path.join(root, "synthetic_faces_scoring"))
+
+
 def neutral_source_intensity(min_intensity: float) -> float:
   """The intensity a neutral face's transfers are scored at: it has none of its own to keep,
   so the mean of the build's intensities, which are uniform in (min_intensity, 1]."""
@@ -90,16 +108,6 @@ def unseen_images_of_subjects(config: Any, split: str, num_subjects: int,
           "label": new.expression, "intensity": new.intensity,
           "subject": np.repeat([synthetic_faces_builder.subject_name(subject)
                                 for subject in subjects], per_subject)}
-
-
-def average_identity_renders(labels: np.ndarray, intensities: np.ndarray,
-                             side: int) -> np.ndarray:
-  """uint8 (N, side, side, 1): the average person (`mean_identity`), upright, evenly lit and
-  noiseless, with each expression at its intensity: what an ideal IF-GAN generator draws."""
-  count = len(labels)
-  return render(np.tile(factors.mean_identity(), (count, 1)), np.asarray(labels),
-                np.asarray(intensities, np.float32),
-                np.tile(factors.NEUTRAL_NUISANCE, (count, 1)), side)
 
 
 def at_bit_depth(images: np.ndarray, n_bits: int) -> np.ndarray:

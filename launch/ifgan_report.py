@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 
 from flaxflow.data import datasets
-from flaxflow import analysis
+from flaxflow import analysis, scoring
 from flaxflow.analysis import ground_truth, probes
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.launch import faces, research, runs
@@ -74,7 +74,7 @@ def main(argv) -> None:
                      "not ifgan")
   test = faces.split_with_factors(run.config, run.config.eval_split)
   generated = ifgan_task.generated_faces(run.model, run.variables, test["image"])
-  truth = faces.average_identity_renders(test["label"], test["intensity"],
+  truth = scoring.average_identity_renders(test["label"], test["intensity"],
                                          test["image"].shape[1])
   class_names = datasets.load(run.config.dataset, "train", run.config.data_dir)[1].class_names
   report = {"workdir": research.WORKDIR.value, "step": run.step,

@@ -23,7 +23,7 @@ from flaxflow.data import tf_cpu  # pylint: disable=unused-import  (hides GPUs b
 from flaxflow.data.synthetic_faces import factors
 from flaxflow.data.synthetic_faces.renderer import render
 
-SPLITS = ("train", "validation", "test")
+SPLITS = factors.SPLITS
 IMAGE_SIZES = (32, 48, 64)
 DEFAULT_IMAGE_SIZE = 48
 DEFAULT_SUBJECTS = {"train": 120, "validation": 20, "test": 20}
@@ -48,8 +48,7 @@ class SyntheticFacesConfig(tfds.core.BuilderConfig):
 
   def subject_numbers(self, split: str) -> range:
     """The people of `split`: train's first, then validation's, then test's."""
-    start = sum(self.subjects[earlier] for earlier in SPLITS[:SPLITS.index(split)])
-    return range(start, start + self.subjects[split])
+    return factors.split_subjects(self.subjects, split)
 
 
 def make_config(image_size: int = DEFAULT_IMAGE_SIZE, *, seed: int = DEFAULT_SEED,

@@ -87,8 +87,14 @@ NUISANCE_FIELDS = (*NUISANCE_RANGES, "noise_seed")
 NEUTRAL_NUISANCE = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 0.0, 0.0], np.float32)
 NEUTRAL_NUISANCE.flags.writeable = False
 
-# Seed-sequence tags that keep the identity and image streams apart.
+# A build's people are numbered by split, in this order (`split_subjects`).
+SPLITS = ("train", "validation", "test")
+
+# Seed-sequence tags that keep the identity and image streams apart. The dataset draws from the
+# first two; evaluation draws images of its own from the others (`flaxflow.scoring`): its readers'
+# training images, the images it scores and its reference images of each person.
 _IDENTITY_STREAM, _IMAGE_STREAM = 0, 1
+READER_STREAM, SCORING_STREAM, REFERENCE_STREAM = 2, 3, 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +127,15 @@ def mean_identity() -> np.ndarray:
   return np.array([*middle, 0.0], np.float32)
 
 
+def split_subjects(subjects, split: str) -> range:
+  """The numbers of the people of `split` when `subjects` ({split: number of people}) are
+  numbered train first, then validation, then test, so that no person is in two splits."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+  start = sum(subjects[earlier] for earlier in SPLITS[:SPLITS.index(split)])
+  return range(start, start + subjects[split])
+
+
 def draw_identity(seed: int, subject: int) -> np.ndarray:
   """The identity vector of person `subject` of the dataset drawn with `seed`."""
   rng = np.random.default_rng([seed, _IDENTITY_STREAM, subject])
@@ -144,6 +159,14 @@ def draw_image(seed: int, subject: int, image: int,
   noise_seed = int(rng.integers(NOISE_SEED_LIMIT))
   intensity = 0.0 if expression == NEUTRAL else intensity
   return expression, intensity, np.array([*nuisance, noise_seed], np.float32)
+
+
+def draw_nuisances(rng: np.random.Generator, count: int) -> np.ndarray:
+  """float32 (count, len(NUISANCE_FIELDS)): nuisance vectors from the ranges `draw_image` draws
+  from, field by field for all `count` images at once (not the dataset's own draws)."""
+  fields = [rng.uniform(low, high, count) for low, high in NUISANCE_RANGES.values()]
+  fields.append(rng.integers(NOISE_SEED_LIMIT, size=count))
+  return np.stack(fields, axis=1).astype(np.float32)
 
 
 def image_factors(seed: int, subjects, images_per_subject: int,

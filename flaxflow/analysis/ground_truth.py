@@ -16,34 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-
-def gradient_histograms(images: np.ndarray, cell: int = 6, bins: int = 8) -> np.ndarray:
-  """(N, features): per cell of `cell` x `cell` pixels, the gradient magnitude summed by
-  orientation (unsigned, `bins` bins), normalised per cell; features that tolerate small
-  shifts. uint8 `images` (N, H, W, 1); sides that `cell` does not divide are cropped evenly on
-  both ends."""
-  images = np.asarray(images)
-  if images.ndim != 4 or images.shape[-1] != 1:
-    raise ValueError(f"images of shape {images.shape}: expected (N, H, W, 1) grayscale")
-  if not 1 <= cell <= min(images.shape[1:3]):
-    raise ValueError(f"cell={cell}: expected 1..{min(images.shape[1:3])} for images of shape "
-                     f"{images.shape}")
-  grey = images[..., 0].astype(np.float32) / 255
-  gradient_y, gradient_x = np.gradient(grey, axis=(1, 2))
-  magnitude = np.hypot(gradient_x, gradient_y)
-  orientation = np.mod(np.arctan2(gradient_y, gradient_x), np.pi)
-  which = np.minimum((orientation * (bins / np.pi)).astype(int), bins - 1)
-  count, height, width = grey.shape
-  cells_y, cells_x = height // cell, width // cell
-  top, left = (height - cells_y * cell) // 2, (width - cells_x * cell) // 2
-  window = (slice(None), slice(top, top + cells_y * cell), slice(left, left + cells_x * cell))
-  magnitude, which = magnitude[window], which[window]
-  histograms = np.stack([
-      np.where(which == b, magnitude, 0).reshape(count, cells_y, cell, cells_x, cell).sum(
-          axis=(2, 4))
-      for b in range(bins)], axis=-1)
-  histograms /= np.linalg.norm(histograms, axis=-1, keepdims=True) + 1e-3
-  return histograms.reshape(count, -1)
+from flaxflow.scoring.readers import gradient_histograms
 
 
 def feature_cell(image_side: int) -> int:

@@ -18,7 +18,7 @@ from flaxflow.data.sources import records
 from flaxflow.data.synthetic_faces import (IDENTITY_FIELDS, NEUTRAL_NUISANCE, NUISANCE_FIELDS,
                                   builder, expression_actions, factors, mean_identity, render)
 from flaxflow.data.synthetic_faces import __main__ as command_line
-from flaxflow.analysis.ground_truth import gradient_histograms
+from flaxflow.scoring.readers import gradient_histograms
 
 SMALL = dict(subjects={"train": 3, "validation": 1, "test": 2}, images_per_subject=4)
 SMALL_SPLITS = {"train": 12, "validation": 4, "test": 8}
@@ -293,7 +293,7 @@ class TestSeparability:
     # person's features sit).
     train = factors.image_factors(0, range(60), images_per_subject=10).at_full_intensity()
     test = factors.image_factors(0, range(140, 160), images_per_subject=10).at_full_intensity()
-    features = [gradient_histograms(render(*drawn.as_render_args(), 48))
+    features = [gradient_histograms(render(*drawn.as_render_args(), 48), cell=6)
                 for drawn in (train, test)]
     accuracy = held_out_accuracy(features[0], train.expression, features[1], test.expression)
     assert accuracy >= 0.95
@@ -303,7 +303,7 @@ class TestSeparability:
     # 120 people, 6 images each to learn from and 2 new images each to recognise them on.
     drawn = factors.image_factors(0, range(120), images_per_subject=8)
     people = np.repeat(np.arange(120), 8)
-    features = gradient_histograms(render(*drawn.as_render_args(), 48))
+    features = gradient_histograms(render(*drawn.as_render_args(), 48), cell=6)
     held_out = np.tile(np.arange(8) >= 6, 120)
     accuracy = held_out_accuracy(features[~held_out], people[~held_out], features[held_out],
                                  people[held_out])
