@@ -20,7 +20,8 @@ from absl import app, flags
 
 from flaxflow.data import datasets
 from flaxflow import analysis, scoring
-from flaxflow.analysis import ground_truth, probes
+from flaxflow.analysis import probes
+from flaxflow.scoring import metrics
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.launch import faces, research, runs
 
@@ -47,8 +48,8 @@ def ground_truth_scores(run, test: dict, generated: np.ndarray, truth: np.ndarra
   scores = {}
   for name, images in (("generated", generated), ("class_average_face", averages),
                        ("input", test["image"])):
-    scores[name] = {"l1": float(ground_truth.l1_errors(images, truth).mean()),
-                    "ssim": float(ground_truth.ssim_scores(images, truth).mean())}
+    scores[name] = {"l1": float(metrics.l1_errors(images, truth).mean()),
+                    "ssim": float(metrics.ssim_scores(images, truth).mean())}
   return scores
 
 

@@ -11,11 +11,11 @@ histograms, trained on other people, says whether the transfer reads as the targ
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
-import skimage.metrics
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from flaxflow.scoring.metrics import l1_errors, ssim_scores
 from flaxflow.scoring.readers import gradient_histograms
 
 
@@ -54,29 +54,6 @@ def identity_kept(transferred: np.ndarray, subjects: np.ndarray, references: np.
     classifier = fit_expression_classifier(references[others], reference_subjects[others])
     kept[:, target] = predict_expressions(classifier, transferred[:, target]) == subjects
   return kept
-
-
-def l1_errors(images: np.ndarray, references: np.ndarray) -> np.ndarray:
-  """Per image, the mean absolute difference of uint8 `images` and `references` in [0, 1]."""
-  images, references = _check_pairs(images, references)
-  difference = images.astype(np.float32) - references.astype(np.float32)
-  return np.abs(difference).reshape(len(images), -1).mean(axis=1) / 255
-
-
-def ssim_scores(images: np.ndarray, references: np.ndarray) -> np.ndarray:
-  """Per image, scikit-image's SSIM of uint8 `images` (N, H, W, 1) against `references`."""
-  images, references = _check_pairs(images, references)
-  return np.array([skimage.metrics.structural_similarity(image[..., 0], reference[..., 0],
-                                                         data_range=255)
-                   for image, reference in zip(images, references)])
-
-
-def _check_pairs(images: np.ndarray, references: np.ndarray):
-  images, references = np.asarray(images), np.asarray(references)
-  if images.shape != references.shape or images.ndim != 4:
-    raise ValueError(f"images {images.shape} and references {references.shape}: expected equal "
-                     "shapes (N, H, W, C)")
-  return images, references
 
 
 def pair_means(values: np.ndarray, sources: np.ndarray, targets: np.ndarray,
