@@ -4,6 +4,7 @@
     <workdir>/checkpoints/<step>/  Orbax checkpoints (`flaxflow.checkpointing`)
     <workdir>/tensorboard/         TensorBoard event files
     <workdir>/samples/step_*.png   sample grids written during training
+    <workdir>/train_metrics.json   the last log interval's train metrics, once the last step ran
     <workdir>/final_metrics.json   the last train and held-out metrics of a finished run
     <workdir>/analysis/            the research tools' outputs
     <workdir>/lock                 held (flock) by the process training into it; holds its id
@@ -17,7 +18,7 @@ import fcntl
 import json
 import os
 import socket
-from typing import Any, Dict, Iterator, List, Mapping
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import ml_collections
 
@@ -31,6 +32,24 @@ RESUMABLE_FIELDS = frozenset((
 
 class WorkdirInUseError(RuntimeError):
   """Another live process holds the workdir's lock."""
+
+
+def write_json_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file renamed over it, so that a crash mid-write
+  leaves the previous file (or none), never a truncated one."""
+  partial = f"{path}.partial"
+  with open(partial, "w") as file:
+    file.write(text)
+  os.replace(partial, path)
+
+
+def read_json(path: str) -> Any:
+  """The JSON of `path`; a file that is not valid JSON is a `ValueError` naming it and the line."""
+  with open(path) as file:
+    try:
+      return json.load(file)
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -76,6 +95,10 @@ class Workdir:
     return os.path.join(self.path, "tensorboard")
 
   @property
+  def train_metrics_file(self) -> str:
+    return os.path.join(self.path, "train_metrics.json")
+
+  @property
   def final_metrics_file(self) -> str:
     return os.path.join(self.path, "final_metrics.json")
 
@@ -86,17 +109,19 @@ class Workdir:
   def sample_grid_file(self, step: int) -> str:
     return os.path.join(self.path, "samples", f"step_{step:07d}.png")
 
+  def check_is_folder(self) -> None:
+    """A path naming a file cannot be a workdir: said before anything is read or created."""
+    if os.path.exists(self.path) and not os.path.isdir(self.path):
+      raise NotADirectoryError(f"workdir {self.path} is a file, not a folder; pass another "
+                               "--workdir")
+
   def read_config(self) -> ml_collections.ConfigDict:
     """The training config saved in the workdir."""
+    self.check_is_folder()
     if not os.path.isfile(self.config_file):
       raise FileNotFoundError(f"workdir {self.path}: no config.json; train into it first with "
                               f"python -m launch.train --workdir {self.path}")
-    with open(self.config_file) as file:
-      try:
-        return ml_collections.ConfigDict(json.load(file))
-      except json.JSONDecodeError as error:
-        raise ValueError(f"{self.config_file}:{error.lineno}: not valid JSON "
-                         f"({error.msg})") from None
+    return ml_collections.ConfigDict(read_json(self.config_file))
 
   def check_config_matches(self, config: ml_collections.ConfigDict) -> None:
     """Refuses a config that differs from the workdir's in a field outside `RESUMABLE_FIELDS`,
@@ -113,16 +138,14 @@ class Workdir:
   def write_config(self, config: ml_collections.ConfigDict) -> None:
     """Saves `config` whole (a crash mid-write leaves the previous file)."""
     os.makedirs(self.path, exist_ok=True)
-    partial = f"{self.config_file}.partial"
-    with open(partial, "w") as file:
-      file.write(config.to_json_best_effort(indent=2))
-    os.replace(partial, self.config_file)
+    write_json_atomically(self.config_file, config.to_json_best_effort(indent=2))
 
   @contextlib.contextmanager
   def lock(self) -> Iterator[None]:
     """Holds the workdir's lock file while the block runs; another live process holding it is a
     `WorkdirInUseError`. The lock is an flock, which the system releases when its process dies,
     so a killed run's stale lock file is simply taken over."""
+    self.check_is_folder()
     os.makedirs(self.path, exist_ok=True)
     with open(self.lock_file, "a+") as file:
       try:
@@ -141,11 +164,22 @@ class Workdir:
         fcntl.flock(file, fcntl.LOCK_UN)
 
   def write_final_metrics(self, metrics: Mapping[str, Any]) -> None:
-    """Writes `metrics` as strict JSON (a non-finite number is an error: JSON has none)."""
-    text = json.dumps(metrics, indent=2, allow_nan=False)
-    with open(self.final_metrics_file, "w") as file:
-      file.write(text)
+    """Writes `metrics` atomically as strict JSON (a non-finite number is an error: JSON has
+    none)."""
+    write_json_atomically(self.final_metrics_file, json.dumps(metrics, indent=2, allow_nan=False))
 
   def read_final_metrics(self) -> Dict[str, Any]:
-    with open(self.final_metrics_file) as file:
-      return json.load(file)
+    return read_json(self.final_metrics_file)
+
+  def write_train_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+    """Keeps the train `metrics` logged at `step` (strict JSON, atomically) for a rerun that
+    resumes there: its final metrics then hold them as an uninterrupted run's do."""
+    write_json_atomically(self.train_metrics_file,
+                          json.dumps({"step": step, "train": metrics}, indent=2, allow_nan=False))
+
+  def read_train_metrics(self, step: int) -> Optional[Dict[str, Any]]:
+    """The train metrics `write_train_metrics` kept for `step`, or None if none were."""
+    if not os.path.exists(self.train_metrics_file):
+      return None
+    kept = read_json(self.train_metrics_file)
+    return kept["train"] if kept.get("step") == step else None

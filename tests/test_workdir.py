@@ -62,3 +62,30 @@ def test_the_lock_stops_a_second_process_and_a_dead_holders_lock_is_taken_over(t
   assert (tmp_path / "lock").exists()  # Killed: the file stays, its flock is gone.
   with Workdir(str(tmp_path)).lock():
     assert (tmp_path / "lock").read_text().startswith(f"process {os.getpid()} ")
+
+
+def test_final_metrics_are_replaced_whole_and_a_garbled_file_is_named(tmp_path, monkeypatch):
+  workdir = Workdir(str(tmp_path))
+  workdir.write_final_metrics({"step": 4, "eval": {"loss": 1.5}})
+  before = (tmp_path / "final_metrics.json").read_text()
+
+  def crash(*args):
+    raise KeyboardInterrupt("killed before the rename")
+
+  monkeypatch.setattr(os, "replace", crash)
+  with pytest.raises(KeyboardInterrupt):
+    workdir.write_final_metrics({"step": 8, "eval": {"loss": 1.2}})
+  assert (tmp_path / "final_metrics.json").read_text() == before
+  monkeypatch.undo()
+  (tmp_path / "final_metrics.json").write_text(before[:20])  # Truncated by hand.
+  with pytest.raises(ValueError, match=f"^{tmp_path / 'final_metrics.json'}:3: not valid JSON"):
+    workdir.read_final_metrics()
+
+
+def test_a_workdir_that_is_a_file_is_refused_and_the_file_kept(tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("mine")
+  for use in (lambda workdir: workdir.lock().__enter__(), Workdir.read_config):
+    with pytest.raises(NotADirectoryError, match=f"^workdir {path} is a file, not a folder"):
+      use(Workdir(str(path)))
+  assert path.read_text() == "mine"
