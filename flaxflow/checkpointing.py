@@ -5,13 +5,14 @@ the training data iterator), so a resumed run continues the same data order. Orb
 a temporary directory and renames it only once complete, so an interrupted save is never listed.
 """
 
+import contextlib
 import logging as python_logging
 import os
 import signal
 import sys
 import threading
 import types
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -196,6 +197,31 @@ def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int]
   finally:
     manager.close()
   return state
+
+
+class Preempted(Exception):
+  """SIGTERM stopped a program where it had no step to stop at (its start-up, a final
+  evaluation), or a run stopped early for it; rerunning the same command resumes."""
+
+
+def _raise_preempted(signum, frame) -> None:
+  del signum, frame
+  raise Preempted("SIGTERM")
+
+
+@contextlib.contextmanager
+def preempt_on_sigterm() -> Iterator[None]:
+  """While the block runs in the main thread, SIGTERM raises `Preempted` there, at its next
+  Python instruction (a compilation or device computation under way finishes first), instead of
+  killing the process. A `StopRequest` inside the block takes SIGTERM over while it is active."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGTERM, _raise_preempted)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 class StopRequest:

@@ -4,17 +4,29 @@ The loop restores the latest checkpoint of the workdir (train state and data pos
 task for a fresh state, runs the task's jitted step with the state replicated over the device mesh
 and the batch split along its "data" axis (`flaxflow.parallel`), and reports progress and runs the
 task's periodic work through CLU's periodic actions. It stops when too many updates in a row were
-skipped as non-finite (`flaxflow.optimization.apply_if_finite`), saves and returns on SIGTERM, and
-at the end saves, lets the task evaluate, and writes the workdir's final metrics. No checkpoint is
-written while updates are being skipped, so that a rerun resumes from a state before the trouble.
+skipped as non-finite (`flaxflow.optimization.apply_if_finite`), saves and returns on SIGTERM
+(also at the last step: the final evaluation is then left to the rerun), and at the end saves,
+lets the task evaluate, and writes the workdir's final metrics. A SIGTERM during the final
+evaluation is the caller's to handle (`flaxflow.checkpointing.preempt_on_sigterm`); the last step's
+checkpoint and train metrics are saved by then, so a rerun ends as an uninterrupted run would.
+
+A checkpoint is written only of a healthy state: one from which the next step (the real one, on
+the next batch) updates every network. A diverging run's latest checkpoint is then one a rerun
+with a lower learning rate can train on, even when the update that wrecked the model was finite
+(its parameters thrown far off, every later update non-finite). Health is read from the skips,
+not from the loss's size: a GAN's "loss" is the sum of its networks' losses, which rise and fall as
+they trade places (a hinge generator loss has no bound), so no threshold on it tells a wrecked
+state from a healthy one in every family. A save that falls on an unhealthy state waits for the
+next healthy one, so a run with occasional skips keeps saving.
 """
 
 import dataclasses
 import functools
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Protocol, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import periodic_actions
@@ -36,8 +48,8 @@ def stream_key(seed: int, stream: str) -> Array:
 
 
 class NonFiniteError(RuntimeError):
-  """Raised when too many consecutive updates were skipped as non-finite, or when the final
-  metrics are not finite."""
+  """Raised when training diverged (too many consecutive updates were skipped as non-finite, or
+  the last state is not healthy), or when the final metrics are not finite."""
 
 
 class Task(Protocol):
@@ -117,19 +129,15 @@ def _mean_finite_metrics(history: Sequence[Metrics]) -> Dict[str, float]:
   return means
 
 
-def _in_nonfinite_streak(metrics: Metrics) -> bool:
-  """Whether the state after the step of `metrics` ends a run of skipped updates (waits for it)."""
-  return int(metrics["consecutive_skipped"]) > 0
-
-
-def _nonfinite_stop_message(first: int, last: int, limit_name: str, manager) -> str:
+def _divergence_message(cause: str, manager) -> str:
+  """What stopped the run and how to go on: a lower learning rate, from the last checkpoint,
+  which is a healthy one."""
   checkpoint = manager.latest_step()
-  resume = ("no checkpoint was saved before them; rerun to start afresh" if checkpoint is None else
-            f"the last checkpoint, of step {checkpoint} in {manager.directory}, was saved before "
-            "them; rerun to resume from it")
-  return (f"the updates at steps {first}..{last} were skipped for a non-finite loss, gradient, "
-          f"parameter or optimizer state ({limit_name}); stopping. Lower "
-          f"--config.optimizer.learning_rate or check the data: {resume}")
+  rescue = ("no healthy state was saved; rerun with a lower --config.optimizer.learning_rate "
+            "(or check the data) to start afresh" if checkpoint is None else
+            f"the last checkpoint, of step {checkpoint} in {manager.directory}, is healthy; rerun "
+            "with a lower --config.optimizer.learning_rate (or check the data) to resume from it")
+  return f"training diverged: {cause}; {rescue}"
 
 
 def _check_finite_updates(metrics: Metrics, step: int, max_consecutive: int, manager) -> None:
@@ -139,21 +147,41 @@ def _check_finite_updates(metrics: Metrics, step: int, max_consecutive: int, man
   logging.warning("step %d: non-finite loss, gradient or update, update skipped (%d in a row)",
                   step, consecutive)
   if consecutive >= max_consecutive:
-    raise NonFiniteError(_nonfinite_stop_message(
-        step - consecutive + 1, step, f"limit: max_consecutive_nonfinite={max_consecutive}",
-        manager))
+    raise NonFiniteError(_divergence_message(
+        f"the updates at steps {step - consecutive + 1}..{step} were skipped for a non-finite "
+        f"loss, gradient, parameter or optimizer state (limit: max_consecutive_nonfinite="
+        f"{max_consecutive})", manager))
+
+
+def _next_step_updates_all(step_fn: Callable[..., Any], state: Any, train_iterator) -> bool:
+  """Whether the step from `state` on the next batch updates every network (none skipped): the
+  health of a state. The step is the run's own (same batch, same random key, so the same outcome
+  as the real next step), made on a copy since it takes over (donates) its state."""
+  _, metrics = step_fn(jax.tree.map(jnp.copy, state), _peek(train_iterator))
+  return not int(metrics["skipped"])
+
+
+def _save_if_healthy(manager, step: int, state: Any, train_iterator,
+                     step_fn: Callable[..., Any]) -> bool:
+  """Saves `state` of `step` if it is healthy (`_next_step_updates_all`); returns whether it did."""
+  if not _next_step_updates_all(step_fn, state, train_iterator):
+    logging.warning("step %d: not saved, since the update from it is skipped (non-finite); the "
+                    "last checkpoint is of step %s", step, manager.latest_step())
+    return False
+  checkpointing.save(manager, step, state, train_iterator.get_state(), force=True)
+  return True
 
 
 def _strict_json_metrics(metrics: Any, prefix: str = "") -> Tuple[Any, List[str]]:
   """`metrics` with every non-finite float replaced by None (strict JSON has no NaN), and the
-  "/"-joined names of those replaced."""
+  "/"-joined names of those replaced or already None."""
   if isinstance(metrics, Mapping):
     converted, bad = {}, []
     for name, value in metrics.items():
       converted[name], bad_inside = _strict_json_metrics(value, f"{prefix}{name}/")
       bad += bad_inside
     return converted, bad
-  if isinstance(metrics, float) and not np.isfinite(metrics):
+  if metrics is None or (isinstance(metrics, float) and not np.isfinite(metrics)):
     return None, [prefix.rstrip("/")]
   return metrics, []
 
@@ -187,6 +215,12 @@ def _restore_or_init(manager, init, train_iterator, rng: Array,
   train_iterator.set_state(data_state)
   logging.info("resumed from the checkpoint of step %d in %s", int(state.step), manager.directory)
   return state
+
+
+def _check_final_metrics(non_finite: Sequence[str], workdir: Workdir) -> None:
+  if non_finite:
+    raise NonFiniteError(f"the final metrics {', '.join(non_finite)} are not finite (null in "
+                         f"{workdir.final_metrics_file})")
 
 
 def report_eval_metrics(step: int, metrics: Dict[str, float], writer: Any) -> Dict[str, float]:
@@ -235,8 +269,9 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
     if start_step >= config.num_steps and os.path.exists(workdir.final_metrics_file):
       logging.info("the run finished at step %d; its final metrics are in %s", start_step,
                    workdir.final_metrics_file)
-      return TrainResult(state=state, stopped_early=False,
-                         eval_metrics=workdir.read_final_metrics()["eval"])
+      final_metrics = workdir.read_final_metrics()
+      _check_final_metrics(_strict_json_metrics(final_metrics)[1], workdir)
+      return TrainResult(state=state, stopped_early=False, eval_metrics=final_metrics["eval"])
     throughput = _Throughput(batch_size=config.batch_size, num_train_steps=config.num_steps,
                              writer=writer, every_steps=config.log_every, every_secs=None)
     log_metrics = periodic_actions.PeriodicCallback(
@@ -244,7 +279,10 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
         callback_fn=functools.partial(_log_train_metrics, num_steps=config.num_steps, task=task,
                                       throughput=throughput, writer=writer))
     task_actions = task.periodic_actions(workdir, writer)
-    history, pending, train_scalars = [], None, {}
+    history, pending, save_due, stopped = [], None, False, False
+    # A run resumed after its last step (stopped in its final evaluation) reports the train
+    # metrics that step logged.
+    train_scalars = workdir.read_train_metrics(start_step) or {}
     with checkpointing.StopRequest() as stop_request:
       while step < config.num_steps:
         state, metrics = step_fn(state, next(train_iterator))
@@ -262,21 +300,25 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
           for action in task_actions:
             action(step, state=state)
         if stop_request.should_stop(manager, step):
+          stopped = True  # Also at the last step: the final evaluation waits for the rerun.
           break
-        if manager.should_save(step) and not _in_nonfinite_streak(metrics):
-          checkpointing.save(manager, step, state, train_iterator.get_state())
+        if save_due or manager.should_save(step):
+          save_due = not _save_if_healthy(manager, step, state, train_iterator, step_fn)
       if pending is not None:
         _check_finite_updates(pending, step, config.max_consecutive_nonfinite, manager)
-    if pending is not None and _in_nonfinite_streak(pending):
-      logging.warning("step %d: no checkpoint saved, since updates are being skipped; the last "
-                      "one is of step %s", step, manager.latest_step())
-    elif manager.latest_step() != step:
-      checkpointing.save(manager, step, state, train_iterator.get_state(), force=True)
+      if (manager.latest_step() != step
+          and not _save_if_healthy(manager, step, state, train_iterator, step_fn) and not stopped):
+        raise NonFiniteError(_divergence_message(
+            f"the update from the state after the last step, {step}, is skipped (non-finite), "
+            "so it was not saved", manager))
+      stopped = stopped or stop_request.should_stop(manager, step)  # E.g. during that save.
+    if step >= config.num_steps and train_scalars and parallel.is_primary():
+      workdir.write_train_metrics(step, _strict_json_metrics(train_scalars)[0])
   finally:
     manager.wait_until_finished()
     last_checkpoint = manager.latest_step()
     manager.close()
-  if step < config.num_steps:
+  if stopped:
     logging.info("stop requested at step %d: the last checkpoint is of step %s; rerun to resume",
                  step, last_checkpoint)
     return TrainResult(state=state, stopped_early=True, eval_metrics={})
@@ -286,7 +328,5 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
       {"step": step, "train": train_scalars, "eval": eval_metrics})
   if parallel.is_primary():
     workdir.write_final_metrics(final_metrics)
-  if non_finite:
-    raise NonFiniteError(f"the final metrics {', '.join(non_finite)} are not finite (null in "
-                         f"{workdir.final_metrics_file})")
+  _check_final_metrics(non_finite, workdir)
   return TrainResult(state=state, stopped_early=False, eval_metrics=eval_metrics)

@@ -1,9 +1,12 @@
 """The training loop is generic: a two-network adversarial toy on 2-D points, with an optimizer per
 network and extra state (a history of generated points), trains through `flaxflow.loop.train`
-with resume and per-optimizer non-finite skipping, and no flow code."""
+with resume and per-optimizer non-finite skipping, and no flow code. A one-parameter toy whose
+loss is defined only on (-1, 1) diverges as a too-high learning rate makes a flow diverge."""
 
 
 import json
+import os
+import signal
 
 import flax.linen as nn
 import jax
@@ -11,8 +14,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
-from flaxflow import checkpointing, loop, parallel
+from flaxflow import checkpointing, loop, optimization, parallel
 from flaxflow.gan import adversarial
 from flaxflow.workdir import Workdir
 from training_helpers import ArrayIterator, RecordingWriter
@@ -103,15 +107,20 @@ def real_points(nan_rows=()):
   return points
 
 
-def run(workdir, config, points):
+def run(workdir, config, points, task=None, iterator_class=ArrayIterator, **iterator_options):
   mesh = parallel.make_mesh()
-  iterator = ArrayIterator(points, np.zeros(len(points), np.int32),
-                           global_batch_size=config.batch_size,
-                           sharding=parallel.batch_sharding(mesh))
+  iterator = iterator_class(points, np.zeros(len(points), np.int32),
+                            global_batch_size=config.batch_size,
+                            sharding=parallel.batch_sharding(mesh), **iterator_options)
   writer = RecordingWriter()
-  result = loop.train(AdversarialToy(learning_rate=0.05), config, train_iterator=iterator,
-                      workdir=Workdir(str(workdir)), writer=writer, mesh=mesh)
+  result = loop.train(task or AdversarialToy(learning_rate=0.05), config,
+                      train_iterator=iterator, workdir=Workdir(str(workdir)), writer=writer,
+                      mesh=mesh)
   return result, writer
+
+
+def saved_steps(workdir):
+  return sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
 
 
 def test_an_adversarial_toy_resumes_where_it_stopped(tmp_path):
@@ -131,11 +140,12 @@ def test_an_adversarial_toy_resumes_where_it_stopped(tmp_path):
 
 
 def test_a_non_finite_loss_skips_only_its_own_network(tmp_path):
-  # Every real point is NaN: the discriminator's loss is never finite, while the generator's
-  # (which sees no real points) is.
+  # The real points of both steps' batches are NaN: the discriminator's loss is not finite, while
+  # the generator's (which sees no real points) is. The next batch, which the last state's health
+  # is read on, is clean.
   config = toy_config(num_steps=2, max_consecutive_nonfinite=5)
   clean, _ = run(tmp_path / "clean", config, real_points())
-  corrupt, writer = run(tmp_path / "corrupt", config, real_points(nan_rows=range(64)))
+  corrupt, writer = run(tmp_path / "corrupt", config, real_points(), nan_batches=(0, 1))
   initial = AdversarialToy(learning_rate=0.05).init_state(
       {"image": jnp.zeros((8, 2))}, loop.stream_key(config.seed, "init"))
   jax.tree.map(np.testing.assert_array_equal, corrupt.state.params["discriminator"],
@@ -160,6 +170,111 @@ def test_too_many_skips_in_a_row_stop_the_run(tmp_path):
     raise AssertionError("the run did not stop")
 
 
+def test_a_save_that_falls_on_a_skipped_update_waits_for_the_next_healthy_state(tmp_path):
+  # The 5th batch is corrupt: the step from the state of step 4 skips the discriminator's update,
+  # so that state is not saved; the state after that step is healthy and is saved instead, and
+  # the run keeps its interval.
+  result, _ = run(tmp_path, toy_config(), real_points(), nan_batches=(4,))
+  assert int(result.state.skips["discriminator"].total) == 1
+  assert saved_steps(tmp_path) == [5, 8, 12]
+  assert (tmp_path / "final_metrics.json").exists()
+
+
+class ToyWithALimitedParameter:
+  """One parameter w with loss -log(1 - w^2) - w, defined only on (-1, 1), trained by SGD whose
+  learning rate warms up from 0 over two steps. From w = 0 the second step moves w by the
+  learning rate: a high one throws it out of (-1, 1) by a finite update, and every later loss is
+  NaN, as a too-high learning rate wrecks a flow; a low one converges to w = (sqrt(2) - 1)."""
+
+  def __init__(self, learning_rate: float):
+    self.optimizer = optax.sgd(optax.linear_schedule(0.0, learning_rate, 2))
+
+  def loss(self, w):
+    return -jnp.log(1 - w ** 2) - w
+
+  def init_state(self, batch, rng):
+    w = jnp.zeros((), jnp.float32)
+    return adversarial.init_state({"w": w}, {"w": self.optimizer})
+
+  def train_step(self, state, batch, rng):
+    loss, grad = jax.value_and_grad(self.loss)(state.params["w"])
+    w, opt_state, skips, update = optimization.apply_if_finite(
+        self.optimizer, state.params["w"], state.opt_states["w"], grad, loss, state.skips["w"])
+    state = state.replace(step=state.step + 1, params={"w": w}, opt_states={"w": opt_state},
+                          skips={"w": skips})
+    return state, adversarial.step_metrics(state, {"loss": loss, "skipped/w": update["skipped"]})
+
+  def learning_rates(self, step):
+    return {}
+
+  def periodic_actions(self, workdir, writer):
+    return []
+
+  def final_evaluation(self, state, workdir, writer):
+    return {"loss": float(self.loss(state.params["w"]))}
+
+
+def test_a_diverged_run_resumes_from_its_last_healthy_state_with_a_lower_learning_rate(tmp_path):
+  config = toy_config(num_steps=20, checkpoint_every=1, max_consecutive_nonfinite=3)
+  with pytest.raises(loop.NonFiniteError) as diverged:
+    run(tmp_path, config, real_points(), ToyWithALimitedParameter(learning_rate=1e3))
+  # Step 2's update was finite and wrecked w; the state it left is never saved.
+  assert saved_steps(tmp_path) == [1]
+  assert str(diverged.value).startswith("training diverged: the updates at steps 3..5 were skipped")
+  assert "the last checkpoint, of step 1 in " in str(diverged.value)
+  result, writer = run(tmp_path, config, real_points(), ToyWithALimitedParameter(learning_rate=0.1))
+  assert min(writer.scalars) == 2  # Resumed from step 1.
+  assert float(result.state.params["w"]) == pytest.approx(np.sqrt(2) - 1, abs=1e-3)
+  final = json.loads((tmp_path / "final_metrics.json").read_text())
+  assert np.isfinite(final["eval"]["loss"]) and final["step"] == 20
+
+
+class SigtermAtBatch(ArrayIterator):
+  """Sends this process SIGTERM as the batch numbered `sigterm_batch` is first drawn."""
+
+  def __init__(self, *args, sigterm_batch, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.sigterm_batch = sigterm_batch
+
+  def __next__(self):
+    if self.batches_drawn == self.sigterm_batch:
+      self.sigterm_batch = None
+      os.kill(os.getpid(), signal.SIGTERM)
+    return super().__next__()
+
+
+class ToyStoppedInItsFinalEvaluation(AdversarialToy):
+  def final_evaluation(self, state, workdir, writer):
+    os.kill(os.getpid(), signal.SIGTERM)
+    raise AssertionError("the final evaluation went on after SIGTERM")
+
+
+def test_sigterm_at_the_last_step_or_in_the_final_evaluation_then_rerun_ends_as_uninterrupted(
+    tmp_path):
+  config = toy_config(num_steps=6)
+  run(tmp_path / "reference", config, real_points())
+  reference = json.loads((tmp_path / "reference" / "final_metrics.json").read_text())
+
+  at_last_step = tmp_path / "at_last_step"
+  result, _ = run(at_last_step, config, real_points(), iterator_class=SigtermAtBatch,
+                  sigterm_batch=5)
+  assert result.stopped_early and saved_steps(at_last_step) == [4, 6]
+  assert not (at_last_step / "final_metrics.json").exists()
+
+  in_evaluation = tmp_path / "in_evaluation"
+  with pytest.raises(checkpointing.Preempted), checkpointing.preempt_on_sigterm():
+    run(in_evaluation, config, real_points(), ToyStoppedInItsFinalEvaluation(learning_rate=0.05))
+  assert not (in_evaluation / "final_metrics.json").exists()
+
+  for workdir in (at_last_step, in_evaluation):
+    result, writer = run(workdir, config, real_points())
+    assert not result.stopped_early and not writer.scalars  # No step ran again.
+    final = json.loads((workdir / "final_metrics.json").read_text())
+    for metrics in (final, reference):
+      metrics["train"].pop("images_per_second", None)
+    assert final == reference
+
+
 class ToyWithNanEvaluation(AdversarialToy):
   def final_evaluation(self, state, workdir, writer):
     return {"loss": float("nan")}
@@ -179,6 +294,8 @@ def test_non_finite_final_metrics_are_strict_json_null_and_an_error(tmp_path):
     raise AssertionError("non-finite final metrics passed")
   text = (tmp_path / "final_metrics.json").read_text()
   assert json.loads(text, parse_constant=lambda name: 1 / 0)["eval"] == {"loss": None}
+  with pytest.raises(loop.NonFiniteError, match="the final metrics eval/loss are not finite"):
+    run(tmp_path, config, real_points())  # A rerun of the finished run says it again.
 
 
 def test_a_rerun_of_a_finished_run_keeps_its_final_metrics(tmp_path):

@@ -11,12 +11,20 @@ import numpy as np
 from flaxflow import parallel
 
 
-class ArrayIterator:
-  """Epoch-shuffled global batches of in-memory arrays; its state is the number of batches drawn."""
+# A child process's time limit only ends a hung test. A loaded 2-core machine ran the suite 5 times
+# slower than a quiet one, and the slowest child of a quiet run takes about a minute: the limit
+# is far above both, so that a slow machine never fails a test.
+CHILD_TIMEOUT_S = 1800
 
-  def __init__(self, images, labels, *, global_batch_size, sharding, seed=0):
+
+class ArrayIterator:
+  """Epoch-shuffled global batches of in-memory arrays; its state is the number of batches drawn.
+  The images of the batches numbered in `nan_batches` (0 the first) are NaN, a corrupt record."""
+
+  def __init__(self, images, labels, *, global_batch_size, sharding, seed=0, nan_batches=()):
     self.images, self.labels = images, labels
     self.batch_size, self.sharding, self.seed = global_batch_size, sharding, seed
+    self.nan_batches = frozenset(nan_batches)
     self.batches_drawn = 0
 
   def __iter__(self):
@@ -27,8 +35,10 @@ class ArrayIterator:
     epoch, index = divmod(self.batches_drawn, per_epoch)
     order = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
     chosen = order[index * self.batch_size:(index + 1) * self.batch_size]
-    self.batches_drawn += 1
     batch = {"image": self.images[chosen], "label": self.labels[chosen]}
+    if self.batches_drawn in self.nan_batches:
+      batch["image"] = np.full_like(batch["image"], np.nan)
+    self.batches_drawn += 1
     return parallel.global_batch_from_full(batch, self.sharding)
 
   def get_state(self):
@@ -58,7 +68,8 @@ def run_on_simulated_devices(worker_source: str, workdir, devices: int) -> dict:
   environment = dict(os.environ, JAX_PLATFORMS="cpu",
                      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   process = subprocess.run([sys.executable, "-c", worker_source, str(workdir)], cwd=REPO_ROOT,
-                           env=environment, capture_output=True, text=True, timeout=600)
+                           env=environment, capture_output=True, text=True,
+                           timeout=CHILD_TIMEOUT_S)
   assert process.returncode == 0, process.stderr[-3000:]
   line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
   return json.loads(line[len("RESULT "):])
