@@ -29,6 +29,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Callable, Optional
 
 import numpy as np
@@ -49,6 +52,11 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 DIGITS_MAX_VALUE = 16
+# Where TFDS downloads MNIST and CIFAR-10 from. Without a network TFDS retries for minutes before
+# it fails, so the host is tried once first, for at most this long.
+MNIST_DOWNLOAD_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+CIFAR10_DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+NETWORK_TIMEOUT_S = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +123,23 @@ def _load_digits(*, name, split, **_) -> Loaded:
   return _from_arrays(name, DIGIT_CLASSES, digits_splits(), split)
 
 
-def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names):
-  """A loader reading the original archives in `data_dir` if there, else through TFDS."""
+def unreachable(url: str) -> Optional[str]:
+  """Why `url`'s host cannot be reached (no network, no name resolution, a refused connection,
+  a timeout), or None if it answers at all (an HTTP error is an answer)."""
+  try:
+    urllib.request.urlopen(urllib.request.Request(url, method="HEAD"),
+                           timeout=NETWORK_TIMEOUT_S).close()
+  except urllib.error.HTTPError:
+    return None
+  except (urllib.error.URLError, OSError) as error:
+    return str(getattr(error, "reason", error))
+  return None
+
+
+def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names,
+                     download_url: str):
+  """A loader reading the original archives in `data_dir` if there, else through TFDS, which
+  downloads from `download_url` when it has not prepared the dataset (and `download` allows)."""
 
   def load_dataset(*, name, split, data_dir, download=True, **_) -> Loaded:
     if not isinstance(download, bool):
@@ -124,9 +147,13 @@ def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names)
     _check_split(name, split, ("train", "test"))
     if data_dir is not None and has_archive(data_dir):
       return _from_arrays(name, class_names, read_archive(data_dir), split)
-    if (data_dir is not None and not download
-        and not tfds.builder(name, data_dir=data_dir).is_prepared()):
-      read_archive(data_dir)  # Offline with nothing to read: its error names the missing files.
+    if not tfds.builder(name, data_dir=data_dir).is_prepared():
+      if data_dir is not None and not download:
+        read_archive(data_dir)  # Offline with nothing to read: its error names the missing files.
+      reason = unreachable(download_url) if download else None
+      if reason is not None:
+        raise DownloadError(_no_network_message(name, download_url, reason, data_dir,
+                                                read_archive))
     try:
       dataset, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
                                 with_info=True, shuffle_files=False)
@@ -137,6 +164,21 @@ def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names)
     return _standardize(dataset), _info_from_tfds(name, info, class_names)
 
   return load_dataset
+
+
+def _no_network_message(name: str, url: str, reason: str, data_dir: Optional[str],
+                        read_archive: Callable) -> str:
+  """That TFDS cannot download `name`, and which archive files to put where instead (the
+  archive reader's error on the folder names them)."""
+  folder = data_dir or os.path.expanduser(tfds.core.constants.DATA_DIR)
+  try:
+    read_archive(folder)
+    where = f"data_dir {folder} holds its archives"
+  except FileNotFoundError as error:
+    where = f"{error}: put them there"
+  return (f"{name}: {urllib.parse.urlparse(url).hostname} is unreachable ({reason}), so TFDS "
+          f"cannot download it; {where} and rerun with --config.download=False"
+          + ("" if data_dir else f" --config.data_dir={folder}"))
 
 
 def _load_emotion_set(*, name, config, split, data_dir, **_) -> Loaded:
@@ -221,8 +263,10 @@ def _check_split(name: str, split: str, splits: tuple[str, ...]) -> None:
 
 _LOADERS = {
     "digits": (_load_digits, ()),
-    "mnist": (_archive_or_tfds(offline.has_mnist, offline.read_mnist, DIGIT_CLASSES), ()),
-    "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES), ()),
+    "mnist": (_archive_or_tfds(offline.has_mnist, offline.read_mnist, DIGIT_CLASSES,
+                               MNIST_DOWNLOAD_URL), ()),
+    "cifar10": (_archive_or_tfds(offline.has_cifar10, offline.read_cifar10, CIFAR10_CLASSES,
+                                 CIFAR10_DOWNLOAD_URL), ()),
     "emotion_set": (_load_emotion_set, ()),
     "synthetic_faces": (_load_synthetic_faces, ("seed", "subjects", "images_per_subject",
                                                  "min_intensity")),

@@ -2,6 +2,7 @@
 
 import collections
 import re
+import socket
 
 import numpy as np
 import pytest
@@ -77,7 +78,8 @@ class TestArchives:
     assert len(check_format(dataset, (32, 32, 3))) == 20
 
   @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
-  def test_without_archives_tfds_is_used(self, tmp_path, name, shape):
+  def test_without_archives_tfds_is_used(self, tmp_path, monkeypatch, name, shape):
+    monkeypatch.setattr(datasets, "unreachable", lambda url: None)  # As if online.
     with tfds.testing.mock_data(num_examples=4):
       dataset, info = datasets.load(name, "train", data_dir=str(tmp_path))
     examples = check_format(dataset, shape)
@@ -94,11 +96,30 @@ class TestArchives:
   def test_a_failed_download_is_one_error_that_says_what_to_do(self, monkeypatch):
     def no_network(*args, **kwargs):
       raise requests.exceptions.ConnectionError("Max retries exceeded with url: /mnist/t10k")
+    monkeypatch.setattr(datasets, "unreachable", lambda url: None)  # Reachable, then lost.
     monkeypatch.setattr(tfds, "load", no_network)
     with pytest.raises(datasets.DownloadError, match="mnist: downloading through TFDS failed "
                        r"\(ConnectionError\); without a network, put the original archives in "
                        "data_dir and load with download=False"):
       datasets.load("mnist", "test")
+
+  @pytest.mark.parametrize("name, missing", [
+      ("mnist", "lacks the MNIST file(s) train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz"),
+      ("cifar10", "holds neither cifar-10-python.tar.gz")])
+  def test_without_a_network_the_missing_files_are_named_before_tfds_tries(
+      self, tmp_path, monkeypatch, name, missing):
+    with socket.socket() as probe:  # A port nothing listens on: every connection is refused.
+      probe.bind(("127.0.0.1", 0))
+      closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+      monkeypatch.setenv(variable, closed)
+    for variable in ("no_proxy", "NO_PROXY"):
+      monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(tfds, "load", lambda *args, **kwargs: 1 / 0)  # It would retry for minutes.
+    with pytest.raises(datasets.DownloadError, match=re.escape(
+        f"{name}: ") + ".* is unreachable .*, so TFDS cannot download it; data_dir .*"
+        + re.escape(missing) + ".*: put them there and rerun with --config.download=False$"):
+      datasets.load(name, "test", data_dir=str(tmp_path / "empty"), download=True)
 
   @pytest.mark.parametrize("name, missing", [
       ("mnist", "lacks the MNIST file(s) train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz"),
