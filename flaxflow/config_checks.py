@@ -50,3 +50,9 @@ def in_interval(config: ml_collections.ConfigDict, field: str, low: float, high:
   value = field_value(config, field)
   _require(config, field, isinstance(value, (int, float)) and low <= value < high,
            f"a number in [{low}, {high})")
+
+
+def multiple_of(config: ml_collections.ConfigDict, field: str, divisor: int, what: str) -> None:
+  """The integer `field` is a multiple of `divisor`, which is `what` (e.g. "the 8 devices")."""
+  value = field_value(config, field)
+  _require(config, field, _is_int(value) and value % divisor == 0, f"a multiple of {what}")

@@ -20,6 +20,7 @@ import ml_collections
 from absl import app, flags
 
 from flaxflow import analysis, models, optimization
+from flaxflow.workdir import read_json
 from flaxflow.launch import research, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
@@ -34,13 +35,12 @@ def run_row(config: ml_collections.ConfigDict, row: analysis.AblationRow, train:
   """Trains and evaluates one row, or reads back the result of a finished one."""
   result_path = os.path.join(row_dir, ROW_FILE)
   if os.path.exists(result_path):
-    with open(result_path) as file:
-      result = json.load(file)
+    result = read_json(result_path)
     # Compared as JSON, which holds tuples (the image shape) as lists.
     if (result["model"] == json.loads(json.dumps(row.model))
         and result["num_steps"] == config.num_steps):
       return result
-    raise SystemExit(f"{result_path} is of other settings; pass a new --workdir")
+    raise ValueError(f"{result_path} is of other settings; pass a new --workdir")
   row_config = config.copy_and_resolve_references()
   row_config.model = ml_collections.ConfigDict(row.model)
   start = time.perf_counter()

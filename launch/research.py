@@ -16,9 +16,8 @@ from flaxflow.tasks.trained import TrainedModel
 from flaxflow.workdir import Workdir
 from flaxflow.launch import runs
 
-WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (evaluate, sample, transfer, "
-                              "tsne), or where the runs go (cross_validate, ablate).",
-                              required=True)
+WORKDIR = runs.define_workdir_flag("The run's workdir (evaluate, sample, transfer, tsne), or where "
+                                   "the runs go (cross_validate, ablate).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +61,10 @@ Batches = Callable[[], Iterator[dict]]
 
 
 def start(run_flags: RunFlags) -> TrainedModel:
-  """Starts the devices, then loads the run of --workdir at --step."""
+  """Checks --output_dir, starts the devices, then loads the run of --workdir at --step."""
+  output_dir = run_flags.output_dir.value
+  if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise NotADirectoryError(f"--output_dir={output_dir}: a file, not a folder")
   runs.start_devices()
   run = tasks.load_trained(WORKDIR.value, run_flags.step.value, run_flags.use_ema.value)
   logging.info("%s: %s at step %d", WORKDIR.value, type(run.model).__name__, run.step)
@@ -103,13 +105,9 @@ def train_on_examples(config: ml_collections.ConfigDict, examples: dict, workdir
   eval_batches = None
   if eval_examples is not None:
     eval_batches = lambda: analysis.array_batches(eval_examples, config.eval_batch_size)
-  result = runs.train_into_workdir(config, Workdir(workdir), dataset,
-                                   image_shape=examples["image"].shape[1:],
-                                   class_names=class_names, eval_batches=eval_batches)
-  if result.stopped_early:
-    raise SystemExit(f"stop requested: {workdir} saved its checkpoint; rerun the same command to "
-                     "resume")
-  return result.state
+  return runs.train_into_workdir(config, Workdir(workdir), dataset,
+                                 image_shape=examples["image"].shape[1:], class_names=class_names,
+                                 eval_batches=eval_batches).state
 
 
 def output_path(run_flags: RunFlags, *parts: str) -> str:

@@ -4,7 +4,8 @@ errors with documented exit codes, and training into a workdir.
 Exit codes of the entry points (`run_main`): 0 done; 1 an unexpected failure (with a traceback) or
 a full disk; 2 a user error (flag, config, path, platform, a workdir of another config or in use by
 another process), printed as one line; 3 training diverged (`flaxflow.loop.NonFiniteError`);
-75 (EX_TEMPFAIL) stopped by SIGTERM after saving a checkpoint: rerun the same command to resume.
+75 (EX_TEMPFAIL) stopped by SIGTERM at any moment after start-up (training saves a checkpoint
+first): rerun the same command to resume.
 """
 
 import contextlib
@@ -20,7 +21,7 @@ from clu import metric_writers
 from ml_collections import config_flags
 
 from flaxflow.data import datasets, pipeline
-from flaxflow import checkpointing, loop, parallel, tasks
+from flaxflow import checkpointing, config_checks, loop, parallel, tasks
 from flaxflow.workdir import Workdir, WorkdirInUseError
 from flaxflow.launch import host_memory
 
@@ -37,9 +38,10 @@ EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_PREEMPTED = 75
 # Errors whose message says all a user needs: printed as one line, the traceback only at -v 1.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError, WorkdirInUseError, parallel.PlatformError,
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError, WorkdirInUseError, parallel.PlatformError,
                datasets.DownloadError)
+PREEMPTED_MESSAGE = "preempted (SIGTERM); rerun the same command to resume"
 
 
 def exit_with_message(code: int, message: str) -> NoReturn:
@@ -93,9 +95,12 @@ def _exit_on_unknown_field(error: Exception, argv: Sequence[str]) -> None:
 
 def _exit_on_known_errors(main: Callable[[Sequence[str]], None], argv: Sequence[str]) -> None:
   try:
-    main(argv)
-  except app.UsageError:
-    raise  # absl prints it with the usage.
+    with checkpointing.preempt_on_sigterm():
+      main(argv)
+  except checkpointing.Preempted:
+    exit_with_message(EXIT_PREEMPTED, PREEMPTED_MESSAGE)
+  except app.UsageError as error:  # A flag's value the entry point refuses.
+    exit_with_message(EXIT_USER_ERROR, str(error))
   except loop.NonFiniteError as error:
     exit_with_message(EXIT_DIVERGED, str(error))
   except USER_ERRORS as error:
@@ -111,7 +116,9 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
   """absl's flag parsing, where a config file that fails to load or an override of a field it
   lacks (with overrides, ml_collections loads it here) is one line."""
   try:
-    return app.parse_flags_with_usage(argv)
+    return flags.FLAGS(argv)
+  except flags.Error as error:  # An unknown flag, a value of the wrong type, a missing flag.
+    exit_with_message(EXIT_USER_ERROR, str(error).replace("\n", " "))
   except (KeyError, AttributeError) as error:
     # With an explicit --config file, ml_collections applies the overrides while parsing.
     _exit_on_unknown_field(error, argv)
@@ -158,6 +165,15 @@ def dataset_options(config: ml_collections.ConfigDict) -> dict:
   return config.get("dataset_options", ml_collections.ConfigDict()).to_dict()
 
 
+def define_workdir_flag(help_text: str) -> flags.FlagHolder:
+  """The required `--workdir`; an empty value (e.g. an unset shell variable), which would name
+  the working directory itself, is refused."""
+  workdir = flags.DEFINE_string("workdir", None, help_text, required=True)
+  flags.register_validator("workdir", lambda path: path is None or bool(path.strip()),
+                           "--workdir: expected a folder, got an empty path")
+  return workdir
+
+
 def create_writer(workdir: Workdir) -> metric_writers.MetricWriter:
   if not parallel.is_primary():
     return metric_writers.MultiWriter([])
@@ -176,13 +192,16 @@ def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, trai
                        ) -> loop.TrainResult:
   """Trains `config.model` on the `tf.data` examples `train_set` into `workdir` (config.json,
   checkpoints, samples, TensorBoard, final metrics), resuming a run of the same config left
-  there. Every config field is checked, and the workdir locked and its config compared, before
+  there; a run stopped by SIGTERM raises `checkpointing.Preempted` once its checkpoint is saved.
+  Every config field is checked, and the workdir locked and its config compared, before
   anything in it is written."""
   check_training_config(config)
   mesh = parallel.make_mesh()
+  config_checks.multiple_of(config, "batch_size", mesh.size, f"the {mesh.size} devices")
   task = tasks.family_of(config).create_task(
       config, mesh, image_shape=image_shape, class_names=class_names, eval_batches=eval_batches,
       train_batches=lambda: pipeline.eval_batches(train_set, batch_size=config.eval_batch_size))
+  workdir.check_is_folder()
   with workdir.lock() if parallel.is_primary() else contextlib.nullcontext():
     workdir.check_config_matches(config)
     train_iterator = pipeline.TrainIterator(train_set, global_batch_size=config.batch_size,
@@ -190,7 +209,10 @@ def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, trai
                                             seed=config.seed)
     writer = create_writer(workdir)
     try:
-      return loop.train(task, config, train_iterator=train_iterator, workdir=workdir,
-                        writer=writer, mesh=mesh)
+      result = loop.train(task, config, train_iterator=train_iterator, workdir=workdir,
+                          writer=writer, mesh=mesh)
     finally:
       writer.close()
+  if result.stopped_early:
+    raise checkpointing.Preempted(f"{workdir.path} saved its checkpoint")
+  return result

@@ -63,4 +63,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

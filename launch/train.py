@@ -10,7 +10,7 @@ checkpoint in --workdir. Exit codes: `launch.runs`.
 
 import os
 
-from absl import app, flags, logging
+from absl import app, logging
 
 from flaxflow.data import pipeline
 from flaxflow.workdir import Workdir
@@ -20,8 +20,7 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf
                                "default.py")
 
 _CONFIG = runs.define_config_flag(_DEFAULT_CONFIG, "Training config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and samples go here.",
-                               required=True)
+_WORKDIR = runs.define_workdir_flag("Checkpoints, TensorBoard logs and samples go here.")
 
 
 def main(argv) -> None:
@@ -36,9 +35,6 @@ def main(argv) -> None:
       config, Workdir(_WORKDIR.value), train_set, image_shape=info.image_shape,
       class_names=info.class_names,
       eval_batches=lambda: pipeline.eval_batches(eval_set, batch_size=config.eval_batch_size))
-  if result.stopped_early:
-    runs.exit_with_message(runs.EXIT_PREEMPTED, "preempted (SIGTERM) after saving a checkpoint; "
-                           "rerun the same command to resume")
   if result.eval_metrics:
     logging.info("final %s %s: %s", config.dataset, config.eval_split, " ".join(
         f"{name}={value:.4f}" for name, value in sorted(result.eval_metrics.items())))

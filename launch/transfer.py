@@ -24,7 +24,7 @@ from flaxflow import analysis, tasks
 from flaxflow.analysis import ground_truth
 from flaxflow.gan import decgan
 from flaxflow.tasks import decgan as decgan_task
-from flaxflow.launch import faces, research
+from flaxflow.launch import faces, research, runs
 
 _RUN = research.define_run_flags()
 
@@ -188,4 +188,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

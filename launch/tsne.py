@@ -12,7 +12,7 @@ expression and of subject (launch/probing.py) and writes W/analysis/probes.json.
 from absl import app, flags
 
 from flaxflow import analysis
-from flaxflow.launch import probing, research
+from flaxflow.launch import probing, research, runs
 
 _RUN = research.define_run_flags()
 
@@ -50,4 +50,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runs.run_main(main)

@@ -9,6 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flaxflow.launch import runs
+from flaxflow.launch.configs import digits_bplf
+from flaxflow.workdir import Workdir
+from training_helpers import CHILD_TIMEOUT_S
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A config shrunk to seconds, as the training entry point's tests shrink it.
 TINY = ["--accelerator=cpu", "--config.batch_size=16", "--config.model.steps_per_level=1",
@@ -21,7 +26,7 @@ CNN_CONFIG = os.path.join(REPO_ROOT, "launch", "configs", "digits_cnn.py")
 
 def run(module, *flags, expect_success=True):
   process = subprocess.run([sys.executable, "-m", f"launch.{module}", *flags], cwd=REPO_ROOT,
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
   if expect_success:
     assert process.returncode == 0, process.stderr[-3000:]
   return process
@@ -154,7 +159,30 @@ def test_ablation_table_and_rerun_reads_finished_rows_back(tmp_path):
   assert png_size(tmp_path / "nll_curves.png")[0] > 300
 
 
-def test_a_workdir_without_a_run_is_a_clear_error(tmp_path):
-  process = run("evaluate", f"--workdir={tmp_path}", "--accelerator=cpu", expect_success=False)
-  assert process.returncode != 0
-  assert f"workdir {tmp_path}: no config.json; train into it first" in process.stderr
+def empty_folder(path):
+  return (f"error: workdir {path}: no config.json; train into it first with python -m "
+          f"launch.train --workdir {path}")
+
+
+def folder_of_other_files(path):
+  (path / "notes.txt").write_text("not a run")
+  return empty_folder(path)
+
+
+def run_stopped_before_its_first_checkpoint(path):
+  Workdir(str(path)).write_config(digits_bplf.get_config())
+  (path / "checkpoints").mkdir()
+  return f"error: no complete checkpoint in {path / 'checkpoints'}"
+
+
+@pytest.mark.parametrize("module, make_workdir", [
+    ("evaluate", empty_folder), ("sample", empty_folder), ("transfer", folder_of_other_files),
+    ("tsne", run_stopped_before_its_first_checkpoint)])
+def test_a_workdir_without_a_run_is_one_line_exit_2_and_left_as_it_was(tmp_path, module,
+                                                                       make_workdir):
+  message = make_workdir(tmp_path)
+  before = sorted(os.listdir(tmp_path))
+  process = run(module, f"--workdir={tmp_path}", "--accelerator=cpu", expect_success=False)
+  assert process.returncode == runs.EXIT_USER_ERROR and "Traceback" not in process.stderr
+  assert process.stderr.rstrip().splitlines()[-1] == message
+  assert sorted(os.listdir(tmp_path)) == before

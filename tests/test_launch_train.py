@@ -11,11 +11,14 @@ import sys
 import time
 
 import jax
+import numpy as np
 import pytest
+from absl import app
 from PIL import Image
 
-from flaxflow import tasks
+from flaxflow import checkpointing, tasks
 from flaxflow.launch import runs
+from training_helpers import CHILD_TIMEOUT_S
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "launch", "configs")
@@ -35,11 +38,12 @@ def load_config(path, argument=None):
   return module.get_config() if argument is None else module.get_config(argument)
 
 
-def launch(workdir, *flags, log_name=None):
+def launch(workdir, *flags, log_name=None, env=None):
   """Starts a run whose output goes to a file next to its workdir (a pipe could fill and stall it)."""
   log = open(log_name or f"{workdir}.log", "a")
   process = subprocess.Popen([sys.executable, "-m", "launch.train", f"--workdir={workdir}", *flags],
-                             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+                             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
+                             env=env)
   log.close()
   return process
 
@@ -49,10 +53,19 @@ def output(workdir):
     return log.read()
 
 
-def finish(process, workdir, timeout=300):
-  process.wait(timeout=timeout)
+def finish(process, workdir):
+  process.wait(timeout=CHILD_TIMEOUT_S)
   assert process.returncode == 0, output(workdir)[-3000:]
   return output(workdir)
+
+
+def refused(process, workdir, code=runs.EXIT_USER_ERROR):
+  """The last line of a run that must end with `code` and a one-line error."""
+  process.wait(timeout=CHILD_TIMEOUT_S)
+  log = output(workdir)
+  assert process.returncode == code, log[-3000:]
+  assert "Traceback" not in log
+  return log.rstrip().splitlines()[-1]
 
 
 def checkpoint_steps(workdir):
@@ -62,11 +75,11 @@ def checkpoint_steps(workdir):
   return sorted(int(name) for name in names if name.isdigit())
 
 
-def wait_for(condition, process, workdir, timeout=300):
-  deadline = time.monotonic() + timeout
+def wait_for(condition, process, workdir):
+  deadline = time.monotonic() + CHILD_TIMEOUT_S
   while not condition():
     assert process.poll() is None and time.monotonic() < deadline, output(workdir)[-3000:]
-    time.sleep(0.01)
+    time.sleep(0.05)
 
 
 def final_metrics(workdir):
@@ -93,12 +106,8 @@ def test_emotion_set_config_takes_the_image_size():
 
 
 def test_missing_accelerator_is_a_clear_error(tmp_path):
-  process = launch(tmp_path / "run", "--accelerator=tpu")
-  process.wait(timeout=300)
-  log = output(tmp_path / "run")
-  assert process.returncode == 2 and "Traceback" not in log
-  assert log.rstrip().splitlines()[-1].startswith("error: --accelerator=tpu: JAX found no tpu "
-                                                  "devices")
+  last = refused(launch(tmp_path / "run", "--accelerator=tpu"), tmp_path / "run")
+  assert last.startswith("error: --accelerator=tpu: JAX found no tpu devices")
 
 
 @pytest.mark.parametrize("flag, message", [
@@ -111,17 +120,31 @@ def test_missing_accelerator_is_a_clear_error(tmp_path):
      "error: --config.model.name='gan': expected one of "
      + ", ".join(sorted(name for family in tasks.FAMILIES for name in family.MODEL_NAMES))),
     ("--config=launch/configs/missing.py", "error: --config=launch/configs/missing.py: no such file"),
+    ("--no_such_flag=1", "error: Unknown command line flag 'no_such_flag'"),
+    ("--workdir=", "error: flag --workdir=: --workdir: expected a folder, got an empty path"),
 ])
 def test_a_user_error_is_one_line_and_exit_code_2_before_the_workdir_is_touched(tmp_path, flag,
                                                                                message):
   # A config file takes the place of TINY's; an override comes after TINY's, which it replaces.
   flags = ([flag if option.startswith("--config=") else option for option in TINY]
            if flag.startswith("--config=") else [*TINY, flag])
-  process = launch(tmp_path / "run", *flags)
-  process.wait(timeout=300)
-  log = output(tmp_path / "run")
-  assert process.returncode == runs.EXIT_USER_ERROR == 2, log[-3000:]
-  assert log.rstrip().splitlines()[-1] == message and "Traceback" not in log
+  assert refused(launch(tmp_path / "run", *flags), tmp_path / "run") == message
+  assert runs.EXIT_USER_ERROR == 2 and not (tmp_path / "run").exists()
+
+
+def test_a_workdir_that_is_a_file_is_one_line_and_the_file_kept(tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("mine")
+  assert refused(launch(path, *TINY), path) == (f"error: workdir {path} is a file, not a folder; "
+                                                "pass another --workdir")
+  assert path.read_text() == "mine"
+
+
+def test_a_batch_size_the_devices_do_not_divide_is_refused_before_the_workdir_is_made(tmp_path):
+  two_devices = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  last = refused(launch(tmp_path / "run", *TINY, "--config.batch_size=3", env=two_devices),
+                 tmp_path / "run")
+  assert last == "error: --config.batch_size=3: expected a multiple of the 2 devices"
   assert not (tmp_path / "run").exists()
 
 
@@ -131,11 +154,9 @@ def test_offline_mnist_with_a_wrong_data_dir_names_the_missing_files_at_once(tmp
   process = launch(tmp_path / "run", "--accelerator=cpu",
                    f"--config={os.path.join(CONFIG_DIR, 'mnist_bplf.py')}",
                    f"--config.data_dir={empty}", "--config.download=False")
-  process.wait(timeout=120)  # Downloading would retry for minutes.
-  log = output(tmp_path / "run")
-  assert process.returncode == runs.EXIT_USER_ERROR, log[-3000:]
-  last = log.rstrip().splitlines()[-1]
-  assert last.startswith(f"error: data_dir {empty} lacks the MNIST file(s) ") and "Traceback" not in log
+  # The message is of the offline path: downloading would retry for minutes, then say another.
+  last = refused(process, tmp_path / "run")
+  assert last.startswith(f"error: data_dir {empty} lacks the MNIST file(s) ")
   assert "train-images-idx3-ubyte.gz" in last
 
 
@@ -146,9 +167,8 @@ def test_a_rerun_with_another_model_config_is_refused_and_config_json_kept(tmp_p
   before = (workdir / "config.json").read_text()
   process = launch(workdir, *TINY, "--config.num_steps=4", "--config.model.width=16",
                    "--config.seed=3")
-  process.wait(timeout=300)
+  refused(process, workdir)
   lines = output(workdir).rstrip().splitlines()
-  assert process.returncode == 2
   assert "holds a run of another config" in lines[-3]
   assert lines[-2:] == ["  model.width: 8 -> 16", "  seed: 0 -> 3"]
   assert (workdir / "config.json").read_text() == before and checkpoint_steps(workdir) == [2]
@@ -178,7 +198,7 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
   process = launch(interrupted, *flags)
   wait_for(lambda: checkpoint_steps(interrupted), process, interrupted)
   process.send_signal(signal.SIGKILL)
-  process.wait(timeout=60)
+  process.wait(timeout=CHILD_TIMEOUT_S)
   killed_at = checkpoint_steps(interrupted)[-1]
   assert killed_at < 60 and not (interrupted / "final_metrics.json").exists()
 
@@ -196,15 +216,41 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_the_preempted_code(tmp_path):
   process = launch(workdir, *TINY, "--config.num_steps=100000", "--config.checkpoint_every=1000")
   wait_for(lambda: "step 3/100000" in output(workdir), process, workdir)
   process.send_signal(signal.SIGTERM)
-  process.wait(timeout=120)
+  assert refused(process, workdir, runs.EXIT_PREEMPTED) == f"error: {runs.PREEMPTED_MESSAGE}"
+  assert runs.EXIT_PREEMPTED == 75
   log = output(workdir)
-  assert process.returncode == runs.EXIT_PREEMPTED == 75, log[-3000:]
-  assert log.rstrip().endswith("error: preempted (SIGTERM) after saving a checkpoint; rerun the "
-                               "same command to resume")
   steps = checkpoint_steps(workdir)
   assert len(steps) == 1 and 3 <= steps[0] < 1000
   assert f"the last checkpoint is of step {steps[0]}" in log
   assert not (workdir / "final_metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_exits_with_the_preempted_code(tmp_path):
+  workdir = tmp_path / "run"
+  process = launch(workdir, *TINY, "--config.num_steps=4")
+  # Logged once the devices are up; loading the data and compiling follow.
+  wait_for(lambda: "process(es)" in output(workdir), process, workdir)
+  process.send_signal(signal.SIGTERM)
+  assert refused(process, workdir, runs.EXIT_PREEMPTED) == f"error: {runs.PREEMPTED_MESSAGE}"
+
+
+@pytest.mark.slow
+def test_a_diverged_run_is_rescued_by_the_same_command_with_a_lower_learning_rate(tmp_path):
+  # At 1e3 the second step's update (the first one of the warm-up is 0) is finite but throws the
+  # parameters far off, and every later update is non-finite.
+  workdir = tmp_path / "run"
+  flags = [*TINY, "--config.num_steps=6", "--config.checkpoint_every=1",
+           "--config.max_consecutive_nonfinite=3"]
+  last = refused(launch(workdir, *flags, "--config.optimizer.learning_rate=1e3"), workdir,
+                 runs.EXIT_DIVERGED)
+  assert last.startswith("error: training diverged: the updates at steps 3..5 were skipped")
+  assert f"the last checkpoint, of step 1 in {workdir / 'checkpoints'}, is healthy" in last
+  assert checkpoint_steps(workdir) == [1]
+  log = finish(launch(workdir, *flags, "--config.optimizer.learning_rate=2e-3"), workdir)
+  assert "resumed from the checkpoint of step 1" in log
+  final = final_metrics(workdir)
+  assert final["step"] == 6 and np.isfinite(list(final["eval"].values())).all()
 
 
 @pytest.mark.slow
@@ -219,7 +265,7 @@ def test_two_processes_train_together_and_only_process_0_writes(tmp_path):
                for index in range(2)]
   logs = []
   for index, process in enumerate(processes):
-    process.wait(timeout=300)
+    process.wait(timeout=CHILD_TIMEOUT_S)
     with open(f"{workdir}.{index}.log") as log:
       logs.append(log.read())
     assert process.returncode == 0, logs[-1][-3000:]
@@ -254,6 +300,10 @@ def _raise(error):
      "error: the updates at steps 3..5 were skipped"),
     (OSError(28, "No space left on device"), 1,
      "error: disk full: [Errno 28] No space left on device"),
+    (FileExistsError(17, "File exists", "W/lock"), 2, "error: [Errno 17] File exists: 'W/lock'"),
+    (app.UsageError("--inputs=9: expected indices in [0, 9)"), 2,
+     "error: --inputs=9: expected indices in [0, 9)"),
+    (checkpointing.Preempted("SIGTERM"), 75, f"error: {runs.PREEMPTED_MESSAGE}"),
 ])
 def test_known_errors_exit_with_their_code_and_one_line(capsys, error, code, message):
   with pytest.raises(SystemExit) as exit_info:
