@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from flaxflow import checkpointing, parallel
+from training_helpers import CHILD_TIMEOUT_S
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,7 +76,8 @@ _CRASH_DURING_SAVE = textwrap.dedent("""
 def test_a_save_killed_before_its_commit_is_never_loaded(tmp_path):
   directory = tmp_path / "checkpoints"
   process = subprocess.run([sys.executable, "-c", _CRASH_DURING_SAVE, str(directory)],
-                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                           cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=CHILD_TIMEOUT_S)
   assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
   leftovers = [name for name in os.listdir(directory) if name != "1"]
   assert leftovers and all(name.startswith("2.") for name in leftovers)

@@ -11,6 +11,7 @@ import pytest
 from flaxflow.data.synthetic_faces import factors, render
 from flaxflow.launch import faces
 from flaxflow.launch.configs import default
+from training_helpers import CHILD_TIMEOUT_S
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The default config (32x32 synthetic faces) shrunk to seconds.
@@ -22,7 +23,7 @@ TINY_FACES = ["--accelerator=cpu", "--config.batch_size=16", "--config.model.lev
 
 def run(module, *flags):
   process = subprocess.run([sys.executable, "-m", f"launch.{module}", *flags], cwd=REPO_ROOT,
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
   assert process.returncode == 0, process.stderr[-3000:]
   return process.stdout
 

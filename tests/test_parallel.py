@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from flaxflow import parallel
+from training_helpers import CHILD_TIMEOUT_S
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -140,7 +141,7 @@ def _start_worker(workdir, devices_per_process, num_processes=1, process_id=0, a
 
 
 def _result(process):
-  stdout, stderr = process.communicate(timeout=300)
+  stdout, stderr = process.communicate(timeout=CHILD_TIMEOUT_S)
   assert process.returncode == 0, stderr[-3000:]
   line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
   return json.loads(line[len("RESULT "):])
