@@ -302,18 +302,19 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
         if stop_request.should_stop(manager, step):
           stopped = True  # Also at the last step: the final evaluation waits for the rerun.
           break
-        if save_due or manager.should_save(step):
+        if step < config.num_steps and (save_due or manager.should_save(step)):  # The last, below.
           save_due = not _save_if_healthy(manager, step, state, train_iterator, step_fn)
       if pending is not None:
         _check_finite_updates(pending, step, config.max_consecutive_nonfinite, manager)
+      if step >= config.num_steps and train_scalars and parallel.is_primary():
+        # Before the last checkpoint, so that a rerun resuming from it always finds them.
+        workdir.write_train_metrics(step, _strict_json_metrics(train_scalars)[0])
       if (manager.latest_step() != step
           and not _save_if_healthy(manager, step, state, train_iterator, step_fn) and not stopped):
         raise NonFiniteError(_divergence_message(
             f"the update from the state after the last step, {step}, is skipped (non-finite), "
             "so it was not saved", manager))
       stopped = stopped or stop_request.should_stop(manager, step)  # E.g. during that save.
-    if step >= config.num_steps and train_scalars and parallel.is_primary():
-      workdir.write_train_metrics(step, _strict_json_metrics(train_scalars)[0])
   finally:
     manager.wait_until_finished()
     last_checkpoint = manager.latest_step()

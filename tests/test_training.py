@@ -298,8 +298,8 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_a_sane_rerun_finishes
   run_toy(tmp_path, toy_config(num_steps=4, **sane))
   diverging = toy_config(num_steps=40, max_consecutive_nonfinite=3,
                          **{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0})
-  with pytest.raises(loop.NonFiniteError, match=r"max_consecutive_nonfinite=3.*the last "
-                     r"checkpoint, of step 4 in .*checkpoints, was saved before them"):
+  with pytest.raises(loop.NonFiniteError, match=r"^training diverged: .*max_consecutive_"
+                     r"nonfinite=3.*the last checkpoint, of step 4 in .*checkpoints, is healthy"):
     run_toy(tmp_path, diverging)
   manager = checkpointing.create_manager(str(tmp_path / "checkpoints"), save_interval_steps=4)
   assert manager.all_steps() == [4]  # Steps 8, ... came during the skipped streak.
