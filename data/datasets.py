@@ -190,7 +190,7 @@ def _load_emotion_set(*, name, config, split, data_dir, **_) -> Loaded:
   if not builder.is_prepared():
     raise FileNotFoundError(
         f"{name} is not built in data_dir {builder.data_dir}; build it with "
-        f"python -m data.emotion_set --manual_dir DIR --data_dir "
+        f"python -m flaxflow.data.emotion_set --manual_dir DIR --data_dir "
         f"{pathlib.Path(builder.data_dir).parents[2]}")
   _check_split(name, split, tuple(builder.info.splits))
   dataset = builder.as_dataset(split=split, shuffle_files=False)

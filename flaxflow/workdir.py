@@ -120,7 +120,7 @@ class Workdir:
     self.check_is_folder()
     if not os.path.isfile(self.config_file):
       raise FileNotFoundError(f"workdir {self.path}: no config.json; train into it first with "
-                              f"python -m launch.train --workdir {self.path}")
+                              f"python -m flaxflow.launch.train --workdir {self.path}")
     return ml_collections.ConfigDict(read_json(self.config_file))
 
   def check_config_matches(self, config: ml_collections.ConfigDict) -> None:

@@ -161,7 +161,7 @@ def test_ablation_table_and_rerun_reads_finished_rows_back(tmp_path):
 
 def empty_folder(path):
   return (f"error: workdir {path}: no config.json; train into it first with python -m "
-          f"launch.train --workdir {path}")
+          f"flaxflow.launch.train --workdir {path}")
 
 
 def folder_of_other_files(path):

@@ -148,7 +148,7 @@ class TestEmotionSet:
       datasets.load("emotion_set", "train", data_dir=str(tmp_path))
     assert str(raised.value) == (
         f"emotion_set is not built in data_dir {tmp_path}/emotion_set/64/1.0.0; build it with "
-        f"python -m data.emotion_set --manual_dir DIR --data_dir {tmp_path}")
+        f"python -m flaxflow.data.emotion_set --manual_dir DIR --data_dir {tmp_path}")
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
