@@ -199,9 +199,11 @@ def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int]
   return state
 
 
-class Preempted(Exception):
+class Preempted(BaseException):
   """SIGTERM stopped a program where it had no step to stop at (its start-up, a final
-  evaluation), or a run stopped early for it; rerunning the same command resumes."""
+  evaluation), or a run stopped early for it; rerunning the same command resumes. A
+  BaseException, as KeyboardInterrupt is, so that no `except Exception` it passes through (e.g.
+  a checkpoint read's fallback to an earlier checkpoint) takes it for a failure of its work."""
 
 
 def _raise_preempted(signum, frame) -> None:

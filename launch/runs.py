@@ -170,7 +170,7 @@ def define_workdir_flag(help_text: str) -> flags.FlagHolder:
   the working directory itself, is refused."""
   workdir = flags.DEFINE_string("workdir", None, help_text, required=True)
   flags.register_validator("workdir", lambda path: path is None or bool(path.strip()),
-                           "--workdir: expected a folder, got an empty path")
+                           "expected a folder, got an empty path")
   return workdir
 
 

@@ -98,6 +98,22 @@ def test_sigterm_requests_a_stop_and_the_handler_is_restored(tmp_path):
   assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_sigterm_during_a_restore_is_no_unreadable_checkpoint(tmp_path, monkeypatch):
+  manager = checkpointing.create_manager(str(tmp_path), save_interval_steps=1)
+  for step in (1, 2):
+    checkpointing.save(manager, step, example_state(step), {"batches_drawn": step})
+  manager.wait_until_finished()
+
+  def preempted(*args, **kwargs):
+    raise checkpointing.Preempted("SIGTERM")
+
+  monkeypatch.setattr(checkpointing, "restore", preempted)
+  with pytest.raises(checkpointing.Preempted):  # Not taken for an unreadable checkpoint 2.
+    checkpointing.restore_latest_readable(manager, abstract(example_state()))
+  manager.close()
+  assert sorted(os.listdir(tmp_path)) == ["1", "2"]
+
+
 def test_an_unused_path_never_overwrites_an_earlier_copy(tmp_path):
   path = str(tmp_path / "unreadable_8")
   assert checkpointing._unused_path(path) == path

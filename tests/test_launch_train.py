@@ -121,7 +121,7 @@ def test_missing_accelerator_is_a_clear_error(tmp_path):
      + ", ".join(sorted(name for family in tasks.FAMILIES for name in family.MODEL_NAMES))),
     ("--config=launch/configs/missing.py", "error: --config=launch/configs/missing.py: no such file"),
     ("--no_such_flag=1", "error: Unknown command line flag 'no_such_flag'"),
-    ("--workdir=", "error: flag --workdir=: --workdir: expected a folder, got an empty path"),
+    ("--workdir=", "error: flag --workdir=: expected a folder, got an empty path"),
 ])
 def test_a_user_error_is_one_line_and_exit_code_2_before_the_workdir_is_touched(tmp_path, flag,
                                                                                message):

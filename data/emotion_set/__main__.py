@@ -8,7 +8,7 @@ from flaxflow.data.emotion_set import builder
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
-      prog="python -m data.emotion_set", description=__doc__,
+      prog="python -m flaxflow.data.emotion_set", description=__doc__,
       epilog=builder.MANUAL_DOWNLOAD_INSTRUCTIONS,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--manual_dir", required=True,

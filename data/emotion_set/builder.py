@@ -42,8 +42,9 @@ the layout it is distributed in:
 sadness, surprised, ...). The part of a file name before the first underscore names the person.
 """
 
-HOW_TO_SKIP = ("Fix them, or build with skip_bad_records=True (python -m data.emotion_set ... "
-               "--skip_bad_records) to leave them out and list them in the dataset's metadata.")
+HOW_TO_SKIP = ("Fix them, or build with skip_bad_records=True (python -m "
+               "flaxflow.data.emotion_set ... --skip_bad_records) to leave them out and list them "
+               "in the dataset's metadata.")
 
 
 @dataclasses.dataclass(eq=False)

@@ -11,7 +11,8 @@ from flaxflow.data.synthetic_faces import preview
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m data.synthetic_faces", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m flaxflow.data.synthetic_faces",
+                                   description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sizes = [str(size) for size in builder.IMAGE_SIZES]
   parser.add_argument("--data_dir", default=None,
