@@ -56,7 +56,8 @@ def table(record: Dict[str, Any]) -> str:
               f"bound) -> at most {roofline['images_per_second_per_chip_upper_bound']:.0f} "
               f"img/s per chip, {record['images_per_second_upper_bound']:.0f} img/s in all")]
   rows.append(("compile", f"{record['compile_seconds']:.1f} s ({record['compile_cpu_seconds']:.1f}"
-                          " s of CPU)"))
+                          f" s of CPU, {record['lower_cpu_seconds']:.1f} s of it tracing and "
+                          "lowering)"))
   if "max_per_chip_batch" in record:
     probes = ", ".join(f"{p['per_chip_batch']}:{'fits' if p['fits'] else 'no'}"
                        for p in record["max_batch_probes"])
