@@ -135,6 +135,9 @@ def target_devices(target: Target) -> list:
   """Compile-only devices of `target` (needs `libtpu` for a TPU, `jax-cuda12-plugin` for a GPU)."""
   try:
     if target.chip.platform == "tpu":
+      # libtpu locks the machine's TPU for the first process that loads it; compile-only devices
+      # touch no chip, so compiling processes (and a training one) may load it side by side.
+      os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
       return topologies.get_topology_desc(f"{target.chip.name}:{target.topology}", "tpu").devices
     return topologies.get_topology_desc(
         "cuda", "cuda", target_config=gpu_target_config(target.chip),
