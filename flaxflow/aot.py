@@ -195,6 +195,7 @@ class _Instruction:
   arguments: str  # The text between the opcode's parentheses (a constant's value).
   operands: List[str]
   attributes: str
+  is_root: bool = False
 
 
 def _parse_instruction(line: str) -> Optional[_Instruction]:
@@ -211,7 +212,8 @@ def _parse_instruction(line: str) -> Optional[_Instruction]:
   close_at = _matching(rest, open_at)
   arguments = rest[open_at + 1:close_at - 1]
   return _Instruction(name, shape, opcode_match.group(1), arguments,
-                      re.findall(r"%([\w.\-]+)", arguments), rest[close_at:])
+                      re.findall(r"%([\w.\-]+)", arguments), rest[close_at:],
+                      is_root=line.lstrip().startswith("ROOT "))
 
 
 def _parse_module(hlo_text: str) -> Tuple[Dict[str, List[_Instruction]], str]:
@@ -293,6 +295,55 @@ class ProgramCosts:
   loops_without_trip_count: int
 
 
+_SLICING = {"dynamic-slice", "slice", "gather"}
+
+
+def _fused_root_and_parameters(instruction: _Instruction,
+                               computations: Dict[str, List[_Instruction]]):
+  """A fusion's computation: its root, its parameters by number, their users, the shapes."""
+  called = re.search(r"calls=%([\w.\-]+)", instruction.attributes)
+  body = computations.get(called.group(1), []) if called else []
+  parameters = {int(i.arguments): i for i in body if i.opcode == "parameter"}
+  users = {}
+  for user in body:
+    for operand in user.operands:
+      users.setdefault(operand, []).append(user)
+  root = next((i for i in body if i.is_root), body[-1] if body else None)
+  return root, parameters, users, {i.name: i.shape for i in body}
+
+
+def _instruction_bytes(instruction: _Instruction, shapes: Dict[str, str],
+                       computations: Dict[str, List[_Instruction]]) -> float:
+  """Bytes one top-level operation reads and writes. As XLA's cost model counts them: an
+  operand that is only sliced reads the slices, and a dynamic-update-slice done in place (a scan
+  writing one step into its stacked buffer) reads and writes the update, not the buffer."""
+  if (instruction.opcode in _NO_TRAFFIC
+      or 'custom_call_target="AllocateBuffer"' in instruction.attributes):
+    return 0.0
+  operand_bytes = [shape_bytes(shapes.get(operand, "")) for operand in instruction.operands]
+  if instruction.opcode == "dynamic-update-slice":
+    return 2.0 * operand_bytes[1]
+  if instruction.opcode in _SLICING:
+    return 2.0 * shape_bytes(instruction.shape)
+  if instruction.opcode != "fusion":
+    return shape_bytes(instruction.shape) + sum(operand_bytes)
+  root, parameters, users, fused_shapes = _fused_root_and_parameters(instruction, computations)
+  in_place = root is not None and root.opcode == "dynamic-update-slice"
+  written = (shape_bytes(fused_shapes.get(root.operands[1], "")) if in_place
+             else shape_bytes(instruction.shape))
+  read = 0.0
+  for number, size in enumerate(operand_bytes):
+    parameter = parameters.get(number)
+    readers = users.get(parameter.name, []) if parameter else []
+    if in_place and readers == [root] and root.operands[0] == parameter.name:
+      continue  # The buffer updated in place.
+    if readers and all(r.opcode in _SLICING and r.operands[0] == parameter.name for r in readers):
+      read += sum(shape_bytes(r.shape) for r in readers)
+    else:
+      read += size
+  return read + written
+
+
 def program_costs(hlo_text: str) -> ProgramCosts:
   """`ProgramCosts` of a compiled module's text (`compiled.as_text()`)."""
   computations, entry = _parse_module(hlo_text)
@@ -330,10 +381,8 @@ def program_costs(hlo_text: str) -> ProgramCosts:
     shapes = {instruction.name: instruction.shape for instruction in instructions}
     flops += times * sum(_instruction_flops(i, shapes) for i in instructions)
     if name in controls:
-      bytes_accessed += times * sum(
-          shape_bytes(i.shape) + sum(shape_bytes(shapes.get(operand, "")) for operand in i.operands)
-          for i in instructions
-          if i.opcode not in _NO_TRAFFIC and 'custom_call_target="AllocateBuffer"' not in i.attributes)
+      bytes_accessed += times * sum(_instruction_bytes(i, shapes, computations)
+                                    for i in instructions)
   return ProgramCosts(flops=flops, bytes_accessed=bytes_accessed,
                       loops_without_trip_count=missing_trip_counts)
 
