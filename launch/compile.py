@@ -84,13 +84,15 @@ def main(argv) -> None:
   # Compile-only devices need no backend of their own: keep this host's JAX on its CPU (it never
   # probes for a TPU or GPU it does not have).
   jax.config.update("jax_platforms", "cpu")
+  if not flags.FLAGS["config"].present:
+    raise ValueError("--config: expected a training config file, e.g. "
+                     "--config=launch/configs/emotion_set_bplf.py")
   config = runs.config_from_flag(_CONFIG)
   aot.check_config(config)
-  if _PER_CHIP_BATCH.value is not None and _PER_CHIP_BATCH.value < 1:
-    raise ValueError(f"--per_chip_batch={_PER_CHIP_BATCH.value}: expected a positive integer")
   target = aot.parse_target(_TARGET.value)
   devices = aot.target_devices(target)
-  per_chip_batch = _PER_CHIP_BATCH.value or max(1, -(-config.batch_size // len(devices)))
+  per_chip_batch = (max(1, -(-config.batch_size // len(devices))) if _PER_CHIP_BATCH.value is None
+                    else _PER_CHIP_BATCH.value)
   compile_at = lambda batch: aot.compile_train_step(config, target, batch, devices)
   report = compile_at(per_chip_batch)
   record = record_of(report)
