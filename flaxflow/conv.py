@@ -20,7 +20,9 @@ is written here as zero-padded windows of its input and matrix products:
 Autodiff turns these into the same patterns (windows become pads, concatenates become splits),
 so the backward pass is again matrix products over batch and pixels, and forward-mode autodiff
 (`jacfwd`) works as for any JAX function. On other backends (GPU, TPU) the native convolution
-runs: their kernels have none of XLA:CPU's weaknesses.
+runs: their kernels have none of XLA:CPU's weaknesses. The backend is the one the traced function
+is compiled for (`flaxflow.parallel.traced_platform`: a train step's mesh), not this host's, so
+that a step compiled on a CPU host for a TPU (`flaxflow.aot`) is the TPU's program.
 
 The choice was measured (`python -m launch.benchmark --suite=conv`; figures in launch/RESULTS.md,
 forward and backward of one layer on a 2-core CPU). Inside a `lax.scan` the products win on
@@ -44,6 +46,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from flaxflow import parallel
 
 Array = jax.Array
 
@@ -249,9 +253,10 @@ def conv_general_dilated(lhs: Array, rhs: Array, window_strides: Sequence[int], 
                          dimension_numbers: Any = None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision: Any = None,
                          preferred_element_type: Any = None) -> Array:
-  """`lax.conv_general_dilated`, as matrix products on CPU wherever `products_plan` applies."""
+  """`lax.conv_general_dilated`, as matrix products on CPU wherever `products_plan` applies (CPU:
+  the platform being traced for, `flaxflow.parallel.traced_platform`)."""
   plans = None
-  if _products_on_cpu and jax.default_backend() == "cpu":
+  if _products_on_cpu and parallel.traced_platform() == "cpu":
     plans = products_plan(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation,
                           rhs_dilation, dimension_numbers, feature_group_count,
                           batch_group_count)

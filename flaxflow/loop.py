@@ -239,6 +239,24 @@ def check_config(config: Any) -> None:
     config_checks.positive_int(config, "keep_checkpoints")
 
 
+def jit_train_step(task: Task, mesh: jax.sharding.Mesh, seed: int):
+  """The jitted step `train` runs, `step(state, batch) -> (state, metrics)`: the state replicated
+  and donated, the batch split over `mesh`, on the run's train stream.
+
+  The step is traced on `mesh`'s abstract mesh, so that what it computes follows the mesh's
+  devices, not this host's: `flaxflow.conv`'s choice of convolution and how BPLF spreads its
+  per-class work over the chips. `flaxflow.aot` compiles this very step for compile-only devices.
+  """
+  replicated, rng = parallel.replicated_sharding(mesh), stream_key(seed, "train")
+
+  def step_on_mesh(state, batch):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return task.train_step(state, batch, rng=rng)
+
+  return jax.jit(step_on_mesh, in_shardings=(replicated, parallel.batch_sharding(mesh)),
+                 out_shardings=replicated, donate_argnums=0)
+
+
 def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir, writer: Any,
           mesh: jax.sharding.Mesh) -> TrainResult:
   """Trains `task` for `config.num_steps`, resuming from the latest checkpoint in `workdir`, and
@@ -254,9 +272,7 @@ def train(task: Task, config: Any, *, train_iterator: Iterator, workdir: Workdir
   parallel.check_batch_size(config.batch_size, mesh)
   replicated = parallel.replicated_sharding(mesh)
   init = jax.jit(task.init_state, out_shardings=replicated)
-  step_fn = jax.jit(functools.partial(task.train_step, rng=stream_key(config.seed, "train")),
-                    in_shardings=(replicated, parallel.batch_sharding(mesh)),
-                    out_shardings=replicated, donate_argnums=0)
+  step_fn = jit_train_step(task, mesh, config.seed)
   manager = checkpointing.create_manager(workdir.checkpoints,
                                          save_interval_steps=config.checkpoint_every,
                                          max_to_keep=config.keep_checkpoints)

@@ -115,6 +115,22 @@ def global_batch_from_local(batch: Mapping[str, Any], sharding: NamedSharding) -
           for name, array in batch.items()}
 
 
+def traced_mesh_axis_size(axis: str = DATA_AXIS) -> int:
+  """The size of `axis` of the mesh that the function being traced runs on (the abstract mesh
+  that `flaxflow.loop.jit_train_step` enters), 1 outside such a mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return 1 if mesh.empty else dict(mesh.shape).get(axis, 1)
+
+
+def traced_platform() -> str:
+  """The platform that the function being traced is compiled for: that of the mesh it runs on
+  (which may be compile-only devices of another kind than this host's, `flaxflow.aot`), else
+  JAX's default backend."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else mesh.abstract_device
+  return jax.default_backend() if device is None else device.platform
+
+
 def is_primary() -> bool:
   """Whether this process writes logs, images and other single-copy outputs."""
   return jax.process_index() == 0

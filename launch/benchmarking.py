@@ -29,7 +29,8 @@ import numpy as np
 
 from jax import lax
 
-from flaxflow import conv, models, optimization, parallel, tasks
+from flaxflow import conv, loop, models, parallel, tasks
+from flaxflow.launch.configs import common
 from flaxflow.tasks import flow
 
 Array = jax.Array
@@ -122,17 +123,17 @@ def random_batch(image_shape: Sequence[int], num_classes: int, batch_size: int,
 class CompiledTrainStep:
   """One train step, compiled, with its state and a fixed batch: timed step by step.
 
-  `init_state(batch, rng)` and `train_step(state, batch)` are pure (a task's, with its rng
-  fixed); keeping the step compiled lets a benchmark time it in rounds, interleaved with another
+  The step is the one training runs (`flaxflow.loop.jit_train_step` of `task`, on this host's
+  first device); keeping it compiled lets a benchmark time it in rounds, interleaved with another
   framework's, so that both see the same load. `flow_train_step` and `task_train_step` build one.
   """
 
-  def __init__(self, description: Mapping[str, Any], init_state, train_step,
-               batch: Dict[str, Array], *, seed: int = 0):
+  def __init__(self, description: Mapping[str, Any], task: loop.Task, batch: Dict[str, Array],
+               *, seed: int = 0):
     self.model_config = dict(description)
     self.batch, self.batch_size = batch, len(batch["label"])
-    self.state = jax.jit(init_state)(batch, jax.random.PRNGKey(seed))
-    step = jax.jit(train_step, donate_argnums=0)
+    self.state = jax.jit(task.init_state)(batch, jax.random.PRNGKey(seed))
+    step = loop.jit_train_step(task, parallel.make_mesh(jax.devices()[:1]), seed)
     self.flops_per_step = product_flops(jax.make_jaxpr(step)(self.state, self.batch).jaxpr)
     start = time.perf_counter()
     self.compiled = step.lower(self.state, self.batch).compile()
@@ -168,22 +169,19 @@ class CompiledTrainStep:
 
 def flow_train_step(model_config: Mapping[str, Any], *, batch_size: int,
                     seed: int = 0) -> CompiledTrainStep:
-  """A flow's (or the classifier's) step as training runs it (`flaxflow.tasks.flow.train_step`:
+  """A flow's (or the classifier's) step as training runs it (`flaxflow.tasks.flow.FlowTask`:
   forward, log-det, backward, Adam) on random 8-bit images, without the EMA."""
-  model = models.create(model_config)
-  batch = random_batch(model_config["image_shape"], model_config.get("num_classes", 0),
-                       batch_size, seed)
-  optimizer_config = ml_collections.ConfigDict(dict(
+  config = common.base_config()
+  config.update(n_bits=8, class_loss_weight=0.3, ema_decay=0.0, num_steps=1, seed=seed,
+                batch_size=batch_size)
+  config.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-4, warmup_steps=0, schedule="constant",
       grad_clip_norm=50.0, b1=0.9, b2=0.999, eps=1e-8))
-  optimizer = optimization.make_optimizer(optimizer_config, num_steps=1)
-  config = ml_collections.ConfigDict(dict(n_bits=8, class_loss_weight=0.3))
-  init_state = functools.partial(flow.create_train_state, model, optimizer, n_bits=8,
-                                 use_ema=False)
-  step = functools.partial(flow.train_step, model=model, optimizer=optimizer,
-                           loss_fn=flow.make_loss_fn(config),
-                           rng=jax.random.PRNGKey(seed + 1), ema_decay=0.0)
-  return CompiledTrainStep(model_config, init_state, step, batch, seed=seed)
+  config.model = ml_collections.ConfigDict(dict(model_config))
+  batch = random_batch(model_config["image_shape"], model_config.get("num_classes", 0),
+                       batch_size, seed)
+  task = flow.FlowTask(config, models.create(model_config), parallel.make_mesh(jax.devices()[:1]))
+  return CompiledTrainStep(model_config, task, batch, seed=seed)
 
 
 def task_train_step(config: ml_collections.ConfigDict, *, batch_size: int,
@@ -198,8 +196,7 @@ def task_train_step(config: ml_collections.ConfigDict, *, batch_size: int,
       config, parallel.make_mesh(jax.devices()[:1]), image_shape=image_shape,
       class_names=[f"class {label}" for label in range(num_classes)],
       train_batches=lambda: [jax.tree.map(np.asarray, batch)])
-  step = functools.partial(task.train_step, rng=jax.random.PRNGKey(seed + 1))
-  return CompiledTrainStep(config.model.to_dict(), task.init_state, step, batch, seed=seed)
+  return CompiledTrainStep(config.model.to_dict(), task, batch, seed=seed)
 
 
 # An instruction of compiled HLO text, with the source operation it came from (op_name).

@@ -6,12 +6,19 @@ program compiled once to every later process, which changes no result (the cache
 program and the compiler's settings) and saves most of the suite's compile time. The environment
 variable reaches the subprocesses that tests start; the config update reaches this process even
 if JAX was imported first.
+
+The tests run on the CPU: JAX_PLATFORMS keeps this process and its subprocesses from probing for
+the TPU and GPU whose compilers the test extra installs (`flaxflow.aot` compiles for them without
+devices).
 """
 
 import os
 import tempfile
 
 import jax
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
 
 CACHE_DIR = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",

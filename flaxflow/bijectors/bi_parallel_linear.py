@@ -9,7 +9,8 @@ dependency on each other and run in parallel; the inverse recovers x_1, then x_2
 g_1 reads only x_0 and the condition, not the data: without a condition its output is the same
 for every example, and with a one-hot label it is one of num_classes maps. It is therefore
 computed once (or once per class) and broadcast, not once per example; with K = 2 that is half
-of the layer's arithmetic.
+of the layer's arithmetic. Under data parallelism the classes are split over the chips, so that no
+chip repeats another's work (`_first_g`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
+from flaxflow import parallel
 from flaxflow.bijectors.base import Bijector, sum_except_batch, zero_log_det
 from flaxflow.bijectors.nets import CouplingNet
 
@@ -27,6 +30,21 @@ Array = jax.Array
 
 # The two g of the BPLF ablation (its Table 3): three 3x3 convolutions, or 3x3, 1x1, 3x3.
 G_KERNEL_SIZES = {"3x3": (3, 3, 3), "3x3-1x1": (3, 1, 3)}
+
+
+def _split_over_chips(rows: Array, chips: int) -> Array:
+  """`rows` (leading axis) split over the traced mesh's data axis when it has several chips."""
+  if chips == 1:
+    return rows
+  return jax.lax.with_sharding_constraint(rows, PartitionSpec(parallel.DATA_AXIS))
+
+
+def _gathered(rows: Array, chips: int) -> Array:
+  """`rows` whole on every chip (an all-gather of what `_split_over_chips` split), so that each
+  chip picks its own examples' rows from them."""
+  if chips == 1:
+    return rows
+  return jax.lax.with_sharding_constraint(rows, PartitionSpec())
 
 
 class BiParallelLinear(Bijector):
@@ -87,20 +105,30 @@ class BiParallelLinear(Bijector):
 
   def _first_g(self, g: CouplingNet, x0: Array, part_shape: Tuple[int, ...],
                cond: Optional[Array]) -> Array:
-    """g_1(x_0, cond) for every example, computed once per distinct condition."""
+    """g_1(x_0, cond) for every example, computed once per distinct condition.
+
+    Under data parallelism over N chips (`parallel.traced_mesh_axis_size`), a class's map
+    computed on every chip would repeat the same work N times: the classes are split over the
+    chips instead (padded to a multiple of N), so each chip computes ceil(C / N) of them. Where a
+    chip's own examples are fewer than that, g_1 runs per example instead.
+    """
     batch = part_shape[0]
     if cond is None:
       h = g(jnp.broadcast_to(x0, (1,) + tuple(part_shape[1:])))
       return jnp.broadcast_to(h, (batch,) + h.shape[1:])
-    if cond.ndim != 2 or not self.one_hot_cond:
-      return g(jnp.broadcast_to(x0, part_shape), cond)
+    chips = parallel.traced_mesh_axis_size()
     num_classes = cond.shape[-1]
-    per_class = g(jnp.broadcast_to(x0, (num_classes,) + tuple(part_shape[1:])),
-                  jnp.eye(num_classes, dtype=cond.dtype))
+    classes_per_chip = -(-num_classes // chips)
+    if cond.ndim != 2 or not self.one_hot_cond or batch // chips < classes_per_chip:
+      return g(jnp.broadcast_to(x0, part_shape), cond)
+    rows = classes_per_chip * chips  # Rows past num_classes: zero conditions, never picked.
+    per_class = _gathered(g(
+        _split_over_chips(jnp.broadcast_to(x0, (rows,) + tuple(part_shape[1:])), chips),
+        _split_over_chips(jnp.eye(rows, num_classes, dtype=cond.dtype), chips)), chips)
+    picks = jnp.pad(cond.astype(per_class.dtype), ((0, 0), (0, rows - num_classes)))
     # HIGHEST: a one-hot row must pick its class's map exactly, also where float32 products
     # default to bfloat16 passes (TPU).
-    return jnp.einsum("bc,c...->b...", cond.astype(per_class.dtype), per_class,
-                      precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("bc,c...->b...", picks, per_class, precision=jax.lax.Precision.HIGHEST)
 
   def forward_and_log_det(self, x, cond=None):
     parts = self._split(x)

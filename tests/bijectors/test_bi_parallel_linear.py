@@ -114,3 +114,17 @@ def test_without_cond_first_g_runs_once():
   variables = init_perturbed(bijector, x)
   _, state = bijector.apply(variables, x, capture_intermediates=True, mutable=True)
   assert state["intermediates"]["g_1"]["__call__"][0].shape[0] == 1
+
+
+def test_first_g_runs_per_example_when_the_batch_has_fewer_rows_than_classes():
+  """Two examples, three classes: g_1 on the two examples' own labels is less work than on every
+  class, and gives the same outputs."""
+  x, cond = unit_inputs((2, 4, 4, 8)), one_hot_cond(2)
+  bijector = BiParallelLinear(width=8, one_hot_cond=True)
+  variables = init_perturbed(bijector, x, cond)
+  found = jax.jit(bijector.apply)(variables, x, cond)
+  expected = jax.jit(BiParallelLinear(width=8).apply)(variables, x, cond)
+  for a, b in zip(found, expected):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  _, state = bijector.apply(variables, x, cond, capture_intermediates=True, mutable=True)
+  assert state["intermediates"]["g_1"]["__call__"][0].shape[0] == 2

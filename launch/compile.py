@@ -1,0 +1,110 @@
+"""Compiles a config's train step for a TPU slice or GPUs from this machine, without them:
+`python -m launch.compile --config=launch/configs/emotion_set_bplf.py --target=tpu:v5e:16x16`.
+
+Per chip: the memory the step needs against the chip's and whether it fits (a TPU's compiler
+decides; a GPU's step is compared with the memory JAX gives it), its FLOPs, a roofline lower
+bound of the step time (an estimate), and the compile time. `--max_batch` searches, by compiling,
+the largest per-chip batch that fits; `--json=FILE` writes the report as one JSON object. Needs
+`libtpu` and `jax-cuda12-plugin` (the `test` extra). Exit codes: `launch.runs`.
+"""
+
+import json
+from typing import Any, Dict
+
+import jax
+from absl import app, flags
+
+from flaxflow import aot
+from flaxflow.launch import runs
+
+_CONFIG = runs.define_config_flag(None, "Training config file whose train step is compiled.")
+_TARGET = flags.DEFINE_string("target", None, "tpu:<chip>:<topology> (e.g. tpu:v5e:2x4) or "
+                              "gpu:<model>:<count> (e.g. gpu:h100:8).", required=True)
+_PER_CHIP_BATCH = flags.DEFINE_integer(
+    "per_chip_batch", None, "Images per chip (default: the config's batch_size over the chips, "
+    "at least 1).")
+_MAX_BATCH = flags.DEFINE_boolean("max_batch", False, "Also search the largest per-chip batch "
+                                  "that fits, by compiling (from --per_chip_batch).")
+_JSON = flags.DEFINE_string("json", None, "Write the report to this file as one JSON object.")
+
+_GIB = 2 ** 30
+
+
+def _gib(value: Any) -> str:
+  return "-" if value is None else f"{value / _GIB:.2f} GiB"
+
+
+def table(record: Dict[str, Any]) -> str:
+  """The report as aligned `name  value` lines."""
+  roofline = record.get("roofline") or {}
+  rows = [("target", f"{record['target']} ({record['chips']} x {record['chip']})"),
+          ("per-chip batch", f"{record['per_chip_batch']} (global {record['global_batch']})"),
+          ("fits", "yes" if record["fits"] else f"no {record['compiler_message']}".strip()),
+          ("peak memory per chip", f"{_gib(record['peak_bytes_per_chip'])} of "
+                                   f"{_gib(record['memory_bytes_per_chip'])}"),
+          ("  arguments / outputs / aliased / temporaries",
+           " / ".join(_gib(record[f"{name}_bytes"])
+                      for name in ("argument", "output", "alias", "temp")))]
+  if record["flops_per_chip_per_step"] is not None:
+    rows += [("FLOPs per chip per step", f"{record['flops_per_chip_per_step']:.3e}"),
+             ("FLOPs per image", f"{record['flops_per_image']:.3e}"),
+             ("bytes per chip per step (estimate)",
+              f"{record['bytes_accessed_per_chip_per_step']:.3e}")]
+  if roofline:
+    rows += [("step time, roofline lower bound (estimate)",
+              f"{roofline['step_seconds_lower_bound'] * 1e3:.2f} ms ({roofline['bound_by']}-"
+              f"bound) -> at most {roofline['images_per_second_per_chip_upper_bound']:.0f} "
+              f"img/s per chip, {record['images_per_second_upper_bound']:.0f} img/s in all")]
+  rows.append(("compile", f"{record['compile_seconds']:.1f} s ({record['compile_cpu_seconds']:.1f}"
+                          f" s of CPU, {record['lower_cpu_seconds']:.1f} s of it tracing and "
+                          "lowering)"))
+  if "max_per_chip_batch" in record:
+    probes = ", ".join(f"{p['per_chip_batch']}:{'fits' if p['fits'] else 'no'}"
+                       for p in record["max_batch_probes"])
+    rows.append(("largest per-chip batch that fits", f"{record['max_per_chip_batch']} "
+                                                     f"(compiled: {probes})"))
+  width = max(len(name) for name, _ in rows)
+  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def record_of(report: aot.StepReport) -> Dict[str, Any]:
+  """The report as the JSON object `--json` writes, with the figures derived from it."""
+  record = report.as_dict()
+  if report.flops_per_chip_per_step is not None:
+    record["flops_per_image"] = report.flops_per_chip_per_step / report.per_chip_batch
+  if report.roofline:
+    record["images_per_second_upper_bound"] = (
+        report.roofline["images_per_second_per_chip_upper_bound"] * report.chips)
+  return record
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Compile-only devices need no backend of their own: keep this host's JAX on its CPU (it never
+  # probes for a TPU or GPU it does not have).
+  jax.config.update("jax_platforms", "cpu")
+  if not flags.FLAGS["config"].present:
+    raise ValueError("--config: expected a training config file, e.g. "
+                     "--config=launch/configs/emotion_set_bplf.py")
+  config = runs.config_from_flag(_CONFIG)
+  aot.check_config(config)
+  target = aot.parse_target(_TARGET.value)
+  devices = aot.target_devices(target)
+  per_chip_batch = (max(1, -(-config.batch_size // len(devices))) if _PER_CHIP_BATCH.value is None
+                    else _PER_CHIP_BATCH.value)
+  compile_at = lambda batch: aot.compile_train_step(config, target, batch, devices)
+  report = compile_at(per_chip_batch)
+  record = record_of(report)
+  if _MAX_BATCH.value:
+    largest, probes = aot.max_per_chip_batch(compile_at, report)
+    record.update(max_per_chip_batch=largest,
+                  max_batch_probes=[record_of(probe) for probe in probes])
+  print(table(record), flush=True)
+  if _JSON.value:
+    with open(_JSON.value, "w") as file:
+      json.dump(record, file, indent=2)
+
+
+if __name__ == "__main__":
+  runs.run_main(main)

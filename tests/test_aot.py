@@ -1,0 +1,159 @@
+"""flaxflow.aot and `python -m launch.compile`: a tiny BPLF compiled for a TPU slice and for GPUs
+from this CPU machine, with compile-only devices (libtpu, jax-cuda12-plugin: the test extra)."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxflow import aot, conv, parallel
+from flaxflow.launch.configs import digits_bplf
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TPU, GPU = "tpu:v5e:2x2", "gpu:h100:2"
+
+
+def tiny_bplf():
+  """The digits BPLF (8x8, 10 classes) at one level of one step, width 8."""
+  config = digits_bplf.get_config()
+  config.model.update(levels=1, steps_per_level=1, width=8)
+  return config
+
+
+@pytest.fixture(scope="module")
+def tpu_report():
+  return aot.compile_train_step(tiny_bplf(), aot.parse_target(TPU), per_chip_batch=4)
+
+
+def test_tiny_bplf_compiles_for_a_tpu_slice_with_its_memory(tpu_report):
+  assert tpu_report.fits and tpu_report.chips == 4 and tpu_report.global_batch == 16
+  assert tpu_report.memory_bytes_per_chip == 16 * 2 ** 30
+  assert 0 < tpu_report.argument_bytes <= tpu_report.peak_bytes_per_chip < 2 ** 30
+  assert tpu_report.peak_bytes_per_chip == (tpu_report.argument_bytes + tpu_report.output_bytes
+                                            + tpu_report.temp_bytes - tpu_report.alias_bytes)
+  assert tpu_report.flops_per_chip_per_step > 0 and tpu_report.loops_without_trip_count == 0
+  bound = tpu_report.roofline
+  assert bound["step_seconds_lower_bound"] == max(bound["compute_seconds"],
+                                                  bound["memory_seconds"]) > 0
+  assert "estimate" in bound["estimate"] or "lower bound" in bound["estimate"]
+
+
+def test_tiny_bplf_compiles_for_gpus_with_its_memory(tpu_report):
+  report = aot.compile_train_step(tiny_bplf(), aot.parse_target(GPU), per_chip_batch=4)
+  h100 = aot.load_chip("gpu", "h100")
+  assert report.fits and report.chips == 2
+  assert report.memory_bytes_per_chip == int(0.75 * h100.memory_bytes)
+  assert 0 < report.peak_bytes_per_chip < 2 ** 30
+  # The same per-chip program on both: about the same arithmetic (a TPU pads small arrays to
+  # its tiles, so its bytes differ).
+  assert report.flops_per_chip_per_step == pytest.approx(tpu_report.flops_per_chip_per_step,
+                                                         rel=0.2)
+
+
+def test_a_far_too_large_batch_does_not_fit_on_the_tpu():
+  report = aot.compile_train_step(tiny_bplf(), aot.parse_target(TPU), per_chip_batch=2 ** 26)
+  assert not report.fits and report.peak_bytes_per_chip is None
+  assert "RESOURCE_EXHAUSTED" in report.compiler_message
+
+
+@pytest.fixture(scope="module")
+def tpu_mesh():
+  return parallel.make_mesh(aot.target_devices(aot.parse_target(TPU)))
+
+
+def test_under_a_tpu_target_the_step_has_the_native_convolution_and_no_products(tpu_mesh):
+  config = tiny_bplf()
+  tpu_step = aot.lower_config(config, 16, tpu_mesh).as_text()
+  with conv.lax_convolutions():
+    lax_step = aot.lower_config(config, 16, tpu_mesh).as_text()
+  cpu_step = aot.lower_config(config, 16, parallel.make_mesh(jax.devices()[:1])).as_text()
+  assert tpu_step.count("stablehlo.convolution") > 0
+  assert tpu_step == lax_step  # The CPU products path is not taken, whatever its switch says.
+  assert "stablehlo.convolution" not in cpu_step
+
+
+def test_g_1_classes_are_split_over_the_chips(tpu_mesh):
+  """10 classes on 4 chips: g_1 runs on 12 rows split over the chips (3 each), not on all 10
+  on every chip; on one chip it runs on the 10 classes."""
+  config = tiny_bplf()
+  on_chips = aot.lower_config(config, 16, tpu_mesh).as_text()
+  alone = aot.lower_config(config, 16, parallel.make_mesh(jax.devices()[:1])).as_text()
+  # x_0 broadcast to the classes' rows: (rows, 4, 4, 2) for 8x8x1 images squeezed once.
+  for text, rows, not_rows in ((on_chips, 12, 10), (alone, 10, 12)):
+    assert f"tensor<{rows}x4x4x2xf32>" in text and f"tensor<{not_rows}x4x4x2xf32>" not in text
+  assert "sharding_constraint" in on_chips and "sharding_constraint" not in alone
+
+
+def test_program_costs_count_each_loop_body_times_its_trips():
+  devices = aot.target_devices(aot.parse_target(TPU))
+  mesh = parallel.make_mesh(devices)
+
+  def loss(weights, x):
+    body = lambda h, w: (jnp.tanh(h @ w), None)
+    return jnp.sum(jax.lax.scan(body, x, weights)[0])
+
+  weights = jax.ShapeDtypeStruct((5, 128, 128), jnp.float32,
+                                 sharding=parallel.replicated_sharding(mesh))
+  x = jax.ShapeDtypeStruct((32, 128), jnp.float32, sharding=parallel.batch_sharding(mesh))
+  text = jax.jit(jax.grad(loss)).lower(weights, x).compile().as_text()
+  costs = aot.program_costs(text)
+  # Per chip 8 rows: forward h @ w, backward its two transposes, each 5 times.
+  assert costs.flops == 5 * 3 * 2 * 8 * 128 * 128
+  assert costs.loops_without_trip_count == 0 and costs.bytes_accessed > 128 * 128 * 5 * 4
+
+
+def test_max_batch_search_finds_the_largest_batch_by_compiling():
+  compiled = []
+
+  def compile_at(batch):  # A step of 1000 + 300 bytes per image on a chip of 10,000 bytes.
+    compiled.append(batch)
+    peak = 1000 + 300 * batch
+    return aot.StepReport(target=TPU, chip="chip", chips=1, per_chip_batch=batch,
+                          global_batch=batch, fits=peak <= 10_000, memory_bytes_per_chip=10_000,
+                          peak_bytes_per_chip=peak if peak <= 10_000 else None)
+
+  largest, probes = aot.max_per_chip_batch(compile_at, compile_at(2))
+  assert largest == 30 and [p.per_chip_batch for p in probes] == sorted(set(compiled))
+  assert len(compiled) <= 6
+  assert aot.max_per_chip_batch(compile_at, compile_at(100))[0] == 30
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tpu:v9:2x2", "unknown tpu 'v9'"), ("gpu:h100:0", "positive integer"),
+    ("tpu:v5e", "expected tpu:<chip>:<topology>"), ("tpu:v5e:big", "chips per axis")])
+def test_bad_targets_are_one_line_errors(text, message):
+  with pytest.raises(ValueError, match=message) as error:
+    aot.parse_target(text)
+  assert str(error.value).startswith(f"--target={text}") and "\n" not in str(error.value)
+
+
+def test_a_topology_the_compiler_does_not_know_is_a_one_line_error():
+  with pytest.raises(ValueError, match="no such tpu target") as error:
+    aot.target_devices(aot.parse_target("tpu:v5e:3x7"))
+  assert "\n" not in str(error.value)
+
+
+def test_a_per_chip_batch_of_0_is_refused():
+  with pytest.raises(ValueError, match=r"--per_chip_batch=0: expected a positive integer"):
+    aot.compile_train_step(tiny_bplf(), aot.parse_target(TPU), per_chip_batch=0)
+
+
+def _compile_command(*flags):
+  return subprocess.run([sys.executable, "-m", "flaxflow.launch.compile", *flags],
+                        capture_output=True, text=True, cwd=REPO_ROOT)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config=launch/configs/no_such.py", f"--target={TPU}"],
+     "--config=launch/configs/no_such.py: no such file"),
+    (["--config=launch/configs/digits_bplf.py", f"--target={TPU}", "--per_chip_batch=0"],
+     "--per_chip_batch=0: expected a positive integer")])
+def test_the_entry_point_gives_one_line_errors(flags, message):
+  result = _compile_command(*flags)
+  assert result.returncode == 2, result.stderr[-2000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and message in errors[0]
