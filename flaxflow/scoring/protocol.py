@@ -160,6 +160,8 @@ def score(method: Method, scoring_set: ScoringSet, readers: Readers) -> Dict:
   figures["gap_closed"] = metrics.gap_closed(figures["l1_changed_pixels"],
                                              reference["l1_changed_pixels"])
   figures["checkerboard_ratio"] = metrics.checkerboard_ratio(generated, truths)
+  reference["checkerboard_ratio"] = metrics.checkerboard_ratio(untouched_images, truths)
+  ceiling["l1_noise_free"] = float(metrics.l1_errors(truths, noise_free).mean())
   figures.update({f"ceiling_{name}": value for name, value in ceiling.items()})
   figures.update({f"untouched_{name}": value for name, value in reference.items()
                   if name != "target_accuracy_per_class"})
