@@ -29,13 +29,20 @@ LossFn = Callable[..., Tuple[Array, Dict[str, Array]]]
 class_log_joint = objectives.class_log_joint
 
 
+def label_predictor(model: nn.Module, *, n_bits: int
+                    ) -> Callable[[Any, np.ndarray], np.ndarray]:
+  """`predict_labels` as a function of (variables, images), compiled once for all its calls."""
+  predict = jax.jit(lambda variables, images: jnp.argmax(class_log_joint(
+      model, variables, objectives.model_input(model, None, images, n_bits)), axis=-1))
+  return lambda variables, images: np.asarray(predict(variables, jnp.asarray(images))).astype(
+      np.int32)
+
+
 def predict_labels(model: nn.Module, variables: Any, images: np.ndarray, *,
                    n_bits: int) -> np.ndarray:
   """The model's own labels of uint8 `images` by Bayes' rule (argmax of `class_log_joint`, at the
   bin centres): what research tools condition on in place of test labels, which would leak."""
-  predict = jax.jit(lambda variables, images: jnp.argmax(class_log_joint(
-      model, variables, objectives.model_input(model, None, images, n_bits)), axis=-1))
-  return np.asarray(predict(variables, jnp.asarray(images))).astype(np.int32)
+  return label_predictor(model, n_bits=n_bits)(variables, images)
 
 
 def example_scores(model: nn.Module, variables: Any, images: Array, labels: Array,

@@ -18,7 +18,7 @@ z_1 = 0 through f⁻¹ alone, and Glow and BPLF their moved latents with z_1 = 0
 
 import dataclasses
 import functools
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -98,6 +98,16 @@ def _decode(model: nn.Module, variables: Any, latents: Latents, labels: Array,
 
 
 @dataclasses.dataclass(frozen=True)
+class LatentShift:
+  """How a flow's transfer moves latents: z + strength * (z̄_c - z̄_other), with f's deepest
+  latent zeroed if `zero_deepest`, each input encoded with its true label if
+  `true_source_labels` (which leaks the test label) instead of the model's own prediction."""
+  strength: float = 1.0
+  zero_deepest: bool = False
+  true_source_labels: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class ClassLatentSums:
   """Per-class sums of every latent over a dataset: `sums[level]` (classes, *latent shape)."""
   sums: Tuple[np.ndarray, ...]
@@ -143,16 +153,11 @@ def class_latent_sums(model: nn.Module, variables: Any, batches: Iterable[batche
   return ClassLatentSums(sums=tuple(sums), counts=counts)
 
 
-def transfer_expressions(model: nn.Module, variables: Any, images: np.ndarray,
-                         labels: np.ndarray, shifts: Sequence[np.ndarray], *, n_bits: int,
-                         zero_deepest: bool = False, strength: float = 1.0) -> np.ndarray:
-  """uint8 (B, classes, H, W, C): each image moved to every class c by z + strength * shift_c.
-
-  `labels` are the source labels the images are encoded with (see the module's docstring), and
-  `shifts` from `ClassLatentSums.expression_shifts`. `zero_deepest` sets f's deepest latent z_1
-  to zero before decoding, as the paper does for cleaner faces (the classifier's h is then not
-  used: its z_1' would decode to a class-dependent z_1 = h⁻¹(0; y) ≠ 0).
-  """
+def expression_transfer(model: nn.Module, shifts: Sequence[np.ndarray], *, n_bits: int,
+                        zero_deepest: bool = False, strength: float = 1.0
+                        ) -> Callable[[Any, np.ndarray, np.ndarray], np.ndarray]:
+  """`transfer_expressions` as a function of (variables, images, labels), compiled once for all
+  its calls (per shape of `images`)."""
   num_classes = shifts[0].shape[0]
   # The classifier's decode without labels takes latents[-1] as f's z_1 itself.
   decode_with_targets = not (zero_deepest and model.is_classifier)
@@ -169,8 +174,23 @@ def transfer_expressions(model: nn.Module, variables: Any, images: np.ndarray,
     decoded = _decode(model, variables, tuple(moved), targets, n_bits)
     return jnp.swapaxes(decoded.reshape(num_classes, batch, *images.shape[1:]), 0, 1)
 
-  return np.asarray(jax.device_get(run(variables, jnp.asarray(images),
-                                       jnp.asarray(labels, jnp.int32), tuple(shifts))))
+  shifts = tuple(shifts)
+  return lambda variables, images, labels: np.asarray(jax.device_get(run(
+      variables, jnp.asarray(images), jnp.asarray(labels, jnp.int32), shifts)))
+
+
+def transfer_expressions(model: nn.Module, variables: Any, images: np.ndarray,
+                         labels: np.ndarray, shifts: Sequence[np.ndarray], *, n_bits: int,
+                         zero_deepest: bool = False, strength: float = 1.0) -> np.ndarray:
+  """uint8 (B, classes, H, W, C): each image moved to every class c by z + strength * shift_c.
+
+  `labels` are the source labels the images are encoded with (see the module's docstring), and
+  `shifts` from `ClassLatentSums.expression_shifts`. `zero_deepest` sets f's deepest latent z_1
+  to zero before decoding, as the paper does for cleaner faces (the classifier's h is then not
+  used: its z_1' would decode to a class-dependent z_1 = h⁻¹(0; y) ≠ 0).
+  """
+  return expression_transfer(model, shifts, n_bits=n_bits, zero_deepest=zero_deepest,
+                             strength=strength)(variables, images, labels)
 
 
 def interpolate(model: nn.Module, variables: Any, images_a: np.ndarray, labels_a: np.ndarray,

@@ -42,8 +42,9 @@ any method and the two references, doing nothing (`untouched`) and the ground tr
 Each column's figures, over the transfers whose target differs from the source:
 target_accuracy (and _per_class), identity_kept, l1, ssim, l1_noise_free, l1_changed_pixels,
 l1_unchanged_pixels, gap_closed, checkerboard_ratio, ceiling_target_accuracy (_per_class),
-ceiling_identity_kept, untouched_* (the same for the untouched input), intensity (the ground
-truth's), source_intensities, n_bits, num_sources, num_transfers, changed_pixel_share, people,
+ceiling_identity_kept, ceiling_l1_noise_free (the noise alone), untouched_* (the same for the
+untouched input), intensity (the ground truth's), source_intensities, n_bits, num_sources,
+num_transfers, changed_pixel_share, people,
 and own_classifier_target_accuracy with its ceiling for a method with its own classifier. The
 pixel measures alone are in `metrics` (l1_errors, ssim_scores, changed_pixels, masked_l1,
 gap_closed, checkerboard_ratio, at_bit_depth).

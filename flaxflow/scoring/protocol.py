@@ -38,12 +38,14 @@ SOURCES_PER_CALL = 28  # inputs a transfer is given at once
 @dataclasses.dataclass(frozen=True)
 class Method:
   """A transfer and what scoring needs to know of it: the bit depth it sees and draws images at
-  (its inputs and ground truth are taken there first, so that a perfect transfer scores 0), and
-  its own classifier (images -> classes), read beside the independent one."""
+  (its inputs and ground truth are taken there first, so that a perfect transfer scores 0), its
+  own classifier (images -> classes), read beside the independent one, and what it does in a
+  few words (for titles)."""
 
   transfer: Transfer
   n_bits: int = 8
   own_reader: Optional[Reader] = None
+  description: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +160,8 @@ def score(method: Method, scoring_set: ScoringSet, readers: Readers) -> Dict:
   figures["gap_closed"] = metrics.gap_closed(figures["l1_changed_pixels"],
                                              reference["l1_changed_pixels"])
   figures["checkerboard_ratio"] = metrics.checkerboard_ratio(generated, truths)
+  reference["checkerboard_ratio"] = metrics.checkerboard_ratio(untouched_images, truths)
+  ceiling["l1_noise_free"] = float(metrics.l1_errors(truths, noise_free).mean())
   figures.update({f"ceiling_{name}": value for name, value in ceiling.items()})
   figures.update({f"untouched_{name}": value for name, value in reference.items()
                   if name != "target_accuracy_per_class"})
@@ -177,26 +181,26 @@ def score_columns(method: Method, sets: Dict[str, ScoringSet], readers: Readers)
   return {column: score(method, scoring_set, readers) for column, scoring_set in sets.items()}
 
 
-_TABLE = (("condition set", 16), ("column", 16), ("target (ceiling)", 18),
-          ("identity kept (ceiling)", 25), ("L1 (untouched)", 18), ("L1 changed/unchanged", 22),
-          ("gap closed", 12), ("checkerboard", 14))
+_TABLE = (("column", 17), ("target (ceiling)", 18), ("identity kept (ceiling)", 25),
+          ("L1 (untouched)", 18), ("L1 changed/unchanged", 22), ("gap closed", 12),
+          ("checkerboard", 14))
 
 
 def format_scores(scores: Dict[str, Dict[str, Dict]]) -> str:
   """{condition set: {column: `score`}} as a table, one line per condition set and column, each
   reader's figure with its ceiling and L1 with the untouched input's in brackets."""
   percent = lambda value: f"{100 * value:.1f}%"
-  lines = ["".join(title.ljust(width) if index < 2 else title.rjust(width)
-                   for index, (title, width) in enumerate(_TABLE))]
+  table = (("condition set", max(map(len, scores), default=0) + 2), *_TABLE)
+  line = lambda cells: "".join(cell.ljust(width) if index < 2 else cell.rjust(width)
+                               for index, (cell, (_, width)) in enumerate(zip(cells, table)))
+  lines = [line([title for title, _ in table])]
   for name, columns in scores.items():
     for column, figures in columns.items():
-      cells = (name, column,
-               f"{percent(figures['target_accuracy'])} "
-               f"({percent(figures['ceiling_target_accuracy'])})",
-               f"{percent(figures['identity_kept'])} ({percent(figures['ceiling_identity_kept'])})",
-               f"{figures['l1']:.4f} ({figures['untouched_l1']:.4f})",
-               f"{figures['l1_changed_pixels']:.4f}/{figures['l1_unchanged_pixels']:.4f}",
-               f"{figures['gap_closed']:.3f}", f"{figures['checkerboard_ratio']:.2f}")
-      lines.append("".join(cell.ljust(width) if index < 2 else cell.rjust(width)
-                           for index, (cell, (_, width)) in enumerate(zip(cells, _TABLE))))
+      lines.append(line((
+          name, column,
+          f"{percent(figures['target_accuracy'])} ({percent(figures['ceiling_target_accuracy'])})",
+          f"{percent(figures['identity_kept'])} ({percent(figures['ceiling_identity_kept'])})",
+          f"{figures['l1']:.4f} ({figures['untouched_l1']:.4f})",
+          f"{figures['l1_changed_pixels']:.4f}/{figures['l1_unchanged_pixels']:.4f}",
+          f"{figures['gap_closed']:.3f}", f"{figures['checkerboard_ratio']:.2f}")))
   return "\n".join(lines)

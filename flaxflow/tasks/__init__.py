@@ -11,6 +11,10 @@ Each family's module declares `MODEL_NAMES` and gives:
     faces);
   `load_trained(workdir, step, use_ema, mesh)`: the trained model of a finished or running run;
   `init_variables(config, rng)`: the variables of `config.model` (for checks of a config).
+The families that transfer expressions (flows, DECGAN) also give
+  `transfer_methods(run, train_batches, class_names, shift)`: {condition set:
+    `flaxflow.scoring.Method`}, the headline first, for a trained run; `train_batches()` is one
+    pass over its training split, `shift` a flow's `analysis.generation.LatentShift`.
 """
 
 from types import ModuleType
@@ -43,6 +47,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def create_model(config: ml_collections.ConfigDict):
   """The model of `config.model`, of whichever family it is."""
   return family_of(config).create_model(config.model)
+
+
+def transfer_methods(run, train_batches, class_names, shift) -> dict:
+  """The trained `run`'s ways to transfer expressions (its family's `transfer_methods`)."""
+  family = family_of(run.config)
+  if not hasattr(family, "transfer_methods"):
+    raise ValueError(f"a run of {run.config.model.name} does not transfer expressions (the flows "
+                     "and DECGAN do)")
+  return family.transfer_methods(run, train_batches, class_names, shift)
 
 
 def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,

@@ -27,9 +27,9 @@ import ml_collections
 import numpy as np
 from clu import periodic_actions
 
-from flaxflow import checkpointing, config_checks, images, loop, optimization, parallel
+from flaxflow import checkpointing, config_checks, images, loop, optimization, parallel, scoring
 from flaxflow.analysis import batches as batches_lib
-from flaxflow.analysis import evaluation
+from flaxflow.analysis import evaluation, generation
 from flaxflow.gan import adversarial, decgan
 from flaxflow.tasks import flow
 from flaxflow.models.capabilities import check_model_matches_data
@@ -189,24 +189,35 @@ class DecganTask:
     return self.evaluate_held_out(state, step, writer) if self.eval_batches else {}
 
 
-def _to_every_class(model: decgan.DECGAN, images_of_classes: Callable[[Any, Array, Array], Array],
-                    variables: Any, inputs: np.ndarray) -> np.ndarray:
-  """uint8 (B, classes, H, W, C): `images_of_classes(variables, x, classes)` of every input
-  with every class, in one jitted batch."""
-  batch, num_classes = len(inputs), model.num_classes
-  repeated = jnp.repeat(jnp.asarray(inputs), num_classes, axis=0)
-  classes = jnp.tile(jnp.arange(num_classes), batch)
-  images = jax.jit(images_of_classes)(variables, repeated, classes)
-  return np.asarray(images).reshape(batch, num_classes, *inputs.shape[1:])
+def _to_every_class(model: decgan.DECGAN, images_of_classes: Callable[[Any, Array, Array], Array]
+                    ) -> Callable[[Any, np.ndarray], np.ndarray]:
+  """(variables, inputs) -> uint8 (B, classes, H, W, C): `images_of_classes(variables, x,
+  classes)` of every input with every class, in one batch, compiled once for all calls."""
+  images_of_classes = jax.jit(images_of_classes)
+
+  def every_class(variables: Any, inputs: np.ndarray) -> np.ndarray:
+    batch, num_classes = len(inputs), model.num_classes
+    repeated = jnp.repeat(jnp.asarray(inputs), num_classes, axis=0)
+    classes = jnp.tile(jnp.arange(num_classes), batch)
+    images = images_of_classes(variables, repeated, classes)
+    return np.asarray(images).reshape(batch, num_classes, *inputs.shape[1:])
+
+  return every_class
+
+
+def class_transfer(model: decgan.DECGAN, class_conditions: Optional[np.ndarray] = None
+                   ) -> Callable[[Any, np.ndarray], np.ndarray]:
+  """(variables, inputs) -> uint8 (B, classes, H, W, C): every input moved to every class
+  (`decgan.transfer_to_class`), compiled once for all calls."""
+  return _to_every_class(model, lambda variables, x, classes: decgan.transfer_to_class(
+      model, variables, x, classes, class_conditions))
 
 
 def class_transfers(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                     class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class
   (`decgan.transfer_to_class`)."""
-  return _to_every_class(
-      model, lambda variables, x, classes: decgan.transfer_to_class(
-          model, variables, x, classes, class_conditions), variables, inputs)
+  return class_transfer(model, class_conditions)(variables, inputs)
 
 
 def class_cycles(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
@@ -216,8 +227,8 @@ def class_cycles(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
   return _to_every_class(
       model, lambda variables, x, classes: decgan.cycle_reconstruction(
           model, variables, x,
-          decgan.class_conditions_of(classes, model.num_classes, class_conditions)),
-      variables, inputs)
+          decgan.class_conditions_of(classes, model.num_classes, class_conditions)))(
+              variables, inputs)
 
 
 def expression_classes(model: decgan.DECGAN, variables: Any, inputs: np.ndarray) -> np.ndarray:
@@ -244,6 +255,28 @@ def class_mean_conditions(model: decgan.DECGAN, variables: Any,
   seen = counts > 0
   means[seen] = sums[seen] / counts[seen, None]
   return means.astype(np.float32)
+
+
+def transfer_methods(run: TrainedModel, train_batches: Callable[[], Iterable[batches_lib.Batch]],
+                     class_names: Sequence[str],
+                     shift: generation.LatentShift) -> Dict[str, scoring.Method]:
+  """{"one_hot": G1(E1(x), one-hot of c), "class_mean": G1(E1(x), E2's mean p(l) over the
+  images of c in `train_batches()`)} for each of `class_names`, each with E2 as its own
+  classifier. `shift` must be the default: it moves a flow's latents, which DECGAN has none of."""
+  if shift != generation.LatentShift():
+    raise ValueError(f"{shift}: --strength, --zero_deepest and --true_source_labels move a "
+                     "flow's latents; a DECGAN run has none")
+  model, variables = run.model, run.variables
+  if len(class_names) != model.num_classes:
+    raise ValueError(f"{len(class_names)} classes in the data, {model.num_classes} in the model")
+  own_reader = functools.partial(expression_classes, model, variables)
+  conditions = {"one_hot": None,
+                "class_mean": class_mean_conditions(model, variables, train_batches())}
+  return {name: scoring.Method(
+      lambda images, labels, transfer=class_transfer(model, condition): transfer(variables,
+                                                                                 images),
+      own_reader=own_reader, description=f"G1(E1(x), l_c), l_c = {name.replace('_', ' ')} of c")
+      for name, condition in conditions.items()}
 
 
 def restore_state(config: ml_collections.ConfigDict, checkpoint_dir: str,

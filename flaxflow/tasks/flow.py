@@ -19,7 +19,8 @@ import numpy as np
 import optax
 from clu import periodic_actions
 
-from flaxflow import checkpointing, config_checks, images, loop, models, objectives, optimization, parallel
+from flaxflow import (checkpointing, config_checks, images, loop, models, objectives, optimization,
+                      parallel, scoring)
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation, generation
 from flaxflow.models.capabilities import check_model_matches_data
@@ -209,6 +210,31 @@ class FlowTask:
     step = int(state.step)
     self.write_samples(state, step, workdir)
     return self.evaluate_held_out(state, step, writer) if self.eval_batches else {}
+
+
+def transfer_methods(run: TrainedModel, train_batches: Callable[[], Iterable[batches_lib.Batch]],
+                     class_names: Sequence[str],
+                     shift: generation.LatentShift) -> Dict[str, scoring.Method]:
+  """{"class_mean_shift": the flow's transfer} (`generation.transfer_expressions`, class-mean
+  latents of each of `class_names` over `train_batches()`), at the run's bit depth, compiled
+  once. Inputs are encoded with the model's own prediction of their class, or with the label the
+  caller gives if `shift.true_source_labels` or the model is unconditional."""
+  model, variables, n_bits = run.model, run.variables, run.config.n_bits
+  sums = generation.class_latent_sums(model, variables, train_batches(),
+                                      num_classes=len(class_names), n_bits=n_bits)
+  move = generation.expression_transfer(model, sums.expression_shifts(), n_bits=n_bits,
+                                        zero_deepest=shift.zero_deepest, strength=shift.strength)
+  predict = evaluation.label_predictor(model, n_bits=n_bits)
+
+  def transfer(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    if model.is_class_conditional and not shift.true_source_labels:
+      labels = predict(variables, images)
+    return move(variables, images, labels)
+
+  setting = (f"strength {shift.strength:g}" + (", z1 zeroed" if shift.zero_deepest else "")
+             + (", true source labels (leak)" if shift.true_source_labels else ""))
+  return {"class_mean_shift": scoring.Method(
+      transfer, n_bits=n_bits, description=f"z + (z̄_c − z̄_other), {setting}")}
 
 
 def restore_state(config: ml_collections.ConfigDict, model: nn.Module, checkpoint_dir: str,
