@@ -41,11 +41,10 @@ def run_row(config: ml_collections.ConfigDict, row: analysis.AblationRow, train:
         and result["num_steps"] == config.num_steps):
       return result
     raise ValueError(f"{result_path} is of other settings; pass a new --workdir")
-  row_config = config.copy_and_resolve_references()
-  row_config.model = ml_collections.ConfigDict(row.model)
   start = time.perf_counter()
   # The test split every eval_every steps gives the curves of launch.plot_curves (Fig. 7).
-  state = research.train_on_examples(row_config, train, row_dir, class_names, eval_examples=test)
+  state = research.train_on_examples(analysis.row_config(config, row), train, row_dir,
+                                     class_names, eval_examples=test)
   seconds = time.perf_counter() - start
   report = analysis.evaluate(models.create(row.model), state.variables(use_ema=True),
                              analysis.array_batches(test, config.eval_batch_size),

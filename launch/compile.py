@@ -5,16 +5,18 @@ Per chip: the memory the step needs against the chip's and whether it fits (a TP
 decides; a GPU's step is compared with the memory JAX gives it), its FLOPs, a roofline lower
 bound of the step time (an estimate), and the compile time. `--max_batch` searches, by compiling,
 the largest per-chip batch that fits; `--json=FILE` writes the report as one JSON object. Needs
-`libtpu` and `jax-cuda12-plugin` (the `test` extra). Exit codes: `launch.runs`.
+`libtpu` and `jax-cuda12-plugin` (the `test` extra). `--ablation_row` compiles one row of an
+ablation config (`launch.ablate`'s). Exit codes: `launch.runs`.
 """
 
 import json
 from typing import Any, Dict
 
 import jax
+import ml_collections
 from absl import app, flags
 
-from flaxflow import aot
+from flaxflow import analysis, aot
 from flaxflow.launch import runs
 
 _CONFIG = runs.define_config_flag(None, "Training config file whose train step is compiled.")
@@ -25,6 +27,9 @@ _PER_CHIP_BATCH = flags.DEFINE_integer(
     "at least 1).")
 _MAX_BATCH = flags.DEFINE_boolean("max_batch", False, "Also search the largest per-chip batch "
                                   "that fits, by compiling (from --per_chip_batch).")
+_ABLATION_ROW = flags.DEFINE_string(
+    "ablation_row", None, "With an ablation config (launch/configs/ablation_paper.py:<dataset>): "
+    "compile this row's model, by launch.ablate's folder name (e.g. bplf_3x3_svd).")
 _JSON = flags.DEFINE_string("json", None, "Write the report to this file as one JSON object.")
 
 _GIB = 2 ** 30
@@ -78,6 +83,19 @@ def record_of(report: aot.StepReport) -> Dict[str, Any]:
   return record
 
 
+def ablation_row_config(config: ml_collections.ConfigDict,
+                        slug: str) -> ml_collections.ConfigDict:
+  """The config `launch.ablate` trains the row `slug` of the ablation `config` with."""
+  if "svd_rank" not in config:
+    raise ValueError(f"--ablation_row={slug}: the config has no svd_rank, so it is no ablation "
+                     "config; expected e.g. launch/configs/ablation_paper.py:emotion_set/64")
+  try:
+    row, = analysis.ablation_rows(config.model, config.svd_rank, [slug])
+  except ValueError as error:
+    raise ValueError(f"--ablation_row={slug}: {error}") from None
+  return analysis.row_config(config, row)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -88,6 +106,8 @@ def main(argv) -> None:
     raise ValueError("--config: expected a training config file, e.g. "
                      "--config=launch/configs/emotion_set_bplf.py")
   config = runs.config_from_flag(_CONFIG)
+  if _ABLATION_ROW.value is not None:
+    config = ablation_row_config(config, _ABLATION_ROW.value)
   aot.check_config(config)
   target = aot.parse_target(_TARGET.value)
   devices = aot.target_devices(target)

@@ -157,3 +157,16 @@ def test_the_entry_point_gives_one_line_errors(flags, message):
   assert result.returncode == 2, result.stderr[-2000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and message in errors[0]
+
+
+def test_an_ablation_row_is_compiled_with_the_model_launch_ablate_trains():
+  from flaxflow.launch import compile as compile_entry
+  from flaxflow.launch.configs import ablation_paper
+  config = compile_entry.ablation_row_config(ablation_paper.get_config("mnist"), "bplf_3x3_1x1_svd")
+  assert config.model.to_dict() == dict(name="bplf", image_shape=(28, 28, 1), num_classes=0,
+                                        levels=2, steps_per_level=16, width=256,
+                                        g_variant="3x3-1x1", svd_rank=14)
+  with pytest.raises(ValueError, match=r"^--ablation_row=glow: the config has no svd_rank"):
+    compile_entry.ablation_row_config(digits_bplf.get_config(), "glow")
+  with pytest.raises(ValueError, match=r"^--ablation_row=nope: rows \['nope'\]: expected some of"):
+    compile_entry.ablation_row_config(ablation_paper.get_config("mnist"), "nope")

@@ -3,7 +3,7 @@ sampling, expression transfer, t-SNE, cross-validation and the BPLF ablation. Th
 `launch/` feed them data and write what they return.
 """
 
-from flaxflow.analysis.ablation import AblationRow, ablation_rows, markdown_table
+from flaxflow.analysis.ablation import AblationRow, ablation_rows, markdown_table, row_config
 from flaxflow.analysis.batches import array_batches, collect_examples, map_batches
 from flaxflow.analysis.cross_validation import PROTOCOLS, Folds, make_folds, summarize
 from flaxflow.analysis.embedding import LABEL_SOURCES, latent_features, tsne_embedding
@@ -21,7 +21,8 @@ __all__ = [
     "class_latent_sums", "class_log_joint", "class_sample_grids", "collect_examples",
     "confusion_matrix", "evaluate", "evaluation_report", "example_scores", "interpolate",
     "latent_features", "make_folds", "map_batches", "markdown_table", "mean_example_metrics",
-    "predict_labels", "sample_grid", "save_confusion_matrix", "save_embedding", "save_image_table",
+    "predict_labels", "row_config", "sample_grid", "save_confusion_matrix", "save_embedding",
+    "save_image_table",
     "score_examples", "summarize", "transfer_expressions", "tsne_embedding",
     "unconditional_samples",
 ]

@@ -7,6 +7,8 @@ the same config (steps, batch, optimizer); only the step type, BPLF's g and the 
 import dataclasses
 from typing import Any, Dict, List, Mapping, Sequence
 
+import ml_collections
+
 # (slug, label, model name, BPLF g, with SVD)
 _TABLE_3 = (
     ("glow", "Glow", "glow", None, False),
@@ -51,6 +53,14 @@ def ablation_rows(base_model: Mapping[str, Any], svd_rank: int,
       model["svd_rank"] = svd_rank
     rows.append(AblationRow(slug, label, model))
   return rows
+
+
+def row_config(config: ml_collections.ConfigDict,
+               row: AblationRow) -> ml_collections.ConfigDict:
+  """The config one row trains with: the ablation config with the row's model."""
+  config = config.copy_and_resolve_references()
+  config.model = ml_collections.ConfigDict(row.model)
+  return config
 
 
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
