@@ -138,6 +138,8 @@ def target_devices(target: Target) -> list:
       # libtpu locks the machine's TPU for the first process that loads it; compile-only devices
       # touch no chip, so compiling processes (and a training one) may load it side by side.
       os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+      # Off a TPU VM libtpu finds no workers' addresses and logs an error that is none here.
+      os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
       return topologies.get_topology_desc(f"{target.chip.name}:{target.topology}", "tpu").devices
     return topologies.get_topology_desc(
         "cuda", "cuda", target_config=gpu_target_config(target.chip),
@@ -479,12 +481,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   tasks.check_config(config)
 
 
+def check_per_chip_batch(per_chip_batch: int) -> None:
+  if per_chip_batch < 1:
+    raise ValueError(f"--per_chip_batch={per_chip_batch}: expected a positive integer")
+
+
 def compile_train_step(config: ml_collections.ConfigDict, target: Target,
                        per_chip_batch: int,
                        devices: Optional[list] = None) -> StepReport:
   """`config`'s train step compiled for `target` at `per_chip_batch` images per chip."""
-  if per_chip_batch < 1:
-    raise ValueError(f"--per_chip_batch={per_chip_batch}: expected a positive integer")
+  check_per_chip_batch(per_chip_batch)
   devices = target_devices(target) if devices is None else devices
   mesh = parallel.make_mesh(devices)
   chip = target.chip

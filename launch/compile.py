@@ -21,7 +21,7 @@ from flaxflow.launch import runs
 
 _CONFIG = runs.define_config_flag(None, "Training config file whose train step is compiled.")
 _TARGET = flags.DEFINE_string("target", None, "tpu:<chip>:<topology> (e.g. tpu:v5e:2x4) or "
-                              "gpu:<model>:<count> (e.g. gpu:h100:8).", required=True)
+                              "gpu:<model>:<count> (e.g. gpu:h100:8).")
 _PER_CHIP_BATCH = flags.DEFINE_integer(
     "per_chip_batch", None, "Images per chip (default: the config's batch_size over the chips, "
     "at least 1).")
@@ -109,7 +109,12 @@ def main(argv) -> None:
   if _ABLATION_ROW.value is not None:
     config = ablation_row_config(config, _ABLATION_ROW.value)
   aot.check_config(config)
+  if _TARGET.value is None:
+    raise ValueError("--target: expected tpu:<chip>:<topology> or gpu:<model>:<count>, e.g. "
+                     "--target=tpu:v5e:2x4 or --target=gpu:h100:8")
   target = aot.parse_target(_TARGET.value)
+  if _PER_CHIP_BATCH.value is not None:
+    aot.check_per_chip_batch(_PER_CHIP_BATCH.value)
   devices = aot.target_devices(target)
   per_chip_batch = (max(1, -(-config.batch_size // len(devices))) if _PER_CHIP_BATCH.value is None
                     else _PER_CHIP_BATCH.value)

@@ -151,7 +151,8 @@ def _compile_command(*flags):
     (["--config=launch/configs/no_such.py", f"--target={TPU}"],
      "--config=launch/configs/no_such.py: no such file"),
     (["--config=launch/configs/digits_bplf.py", f"--target={TPU}", "--per_chip_batch=0"],
-     "--per_chip_batch=0: expected a positive integer")])
+     "--per_chip_batch=0: expected a positive integer"),
+    (["--config=launch/configs/digits_bplf.py"], "--target: expected tpu:<chip>:<topology>")])
 def test_the_entry_point_gives_one_line_errors(flags, message):
   result = _compile_command(*flags)
   assert result.returncode == 2, result.stderr[-2000:]
