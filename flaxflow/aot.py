@@ -291,10 +291,14 @@ class ProgramCosts:
   """Per chip and step: matrix-product and convolution FLOPs, and an estimate of the bytes read
   and written to memory (each top-level operation's operands and result: fused operations
   count once), every loop body times its trip count. `loops_without_trip_count` were counted
-  once (their trip count was not found), so the figures are then too low."""
+  once (their trip count was not found), so the figures are then too low. What the compiler
+  had to generate code for: `loop_trip_counts` (one per while loop, 0 where not found) and
+  `fusions`, the fused operations of the program, each counted once whatever its trips."""
   flops: float
   bytes_accessed: float
   loops_without_trip_count: int
+  loop_trip_counts: Tuple[int, ...] = ()
+  fusions: int = 0
 
 
 _SLICING = {"dynamic-slice", "slice", "gather"}
@@ -351,10 +355,9 @@ def program_costs(hlo_text: str) -> ProgramCosts:
   computations, entry = _parse_module(hlo_text)
   multiplicity = {name: 0.0 for name in computations}
   controls = {entry}
-  missing_trip_counts = 0
+  trip_counts = []
 
   def visit(name: str, times: float) -> None:
-    nonlocal missing_trip_counts
     multiplicity[name] += times
     for instruction in computations.get(name, []):
       called = _CALLED.findall(instruction.attributes)
@@ -365,7 +368,7 @@ def program_costs(hlo_text: str) -> ProgramCosts:
       factor = 1
       if instruction.opcode == "while":
         trips = _trip_count(instruction, computations)
-        missing_trip_counts += trips is None
+        trip_counts.append(trips or 0)
         factor = trips or 1
       for role, callee in called:
         if callee not in computations:
@@ -376,17 +379,20 @@ def program_costs(hlo_text: str) -> ProgramCosts:
 
   visit(entry, 1.0)
   flops = bytes_accessed = 0.0
+  fusions = 0
   for name, instructions in computations.items():
     times = multiplicity[name]
     if not times:
       continue
+    fusions += sum(instruction.opcode == "fusion" for instruction in instructions)
     shapes = {instruction.name: instruction.shape for instruction in instructions}
     flops += times * sum(_instruction_flops(i, shapes) for i in instructions)
     if name in controls:
       bytes_accessed += times * sum(_instruction_bytes(i, shapes, computations)
                                     for i in instructions)
   return ProgramCosts(flops=flops, bytes_accessed=bytes_accessed,
-                      loops_without_trip_count=missing_trip_counts)
+                      loops_without_trip_count=trip_counts.count(0),
+                      loop_trip_counts=tuple(trip_counts), fusions=fusions)
 
 
 # --- The train step of a config, compiled for a target. ---
@@ -409,6 +415,8 @@ class StepReport:
   flops_per_chip_per_step: Optional[float] = None
   bytes_accessed_per_chip_per_step: Optional[float] = None
   loops_without_trip_count: int = 0
+  loop_trip_counts: Tuple[int, ...] = ()  # Of the compiled program's while loops.
+  fusions: int = 0  # Fused operations in the compiled program.
   compile_seconds: float = 0.0  # Tracing, lowering and XLA's compilation, wall time.
   compile_cpu_seconds: float = 0.0  # The same in CPU time of this process.
   lower_cpu_seconds: float = 0.0  # The part of it before XLA: tracing and lowering.
@@ -522,6 +530,7 @@ def compile_train_step(config: ml_collections.ConfigDict, target: Target,
   report.flops_per_chip_per_step = costs.flops
   report.bytes_accessed_per_chip_per_step = costs.bytes_accessed
   report.loops_without_trip_count = costs.loops_without_trip_count
+  report.loop_trip_counts, report.fusions = costs.loop_trip_counts, costs.fusions
   report.roofline = roofline(costs.flops, costs.bytes_accessed, chip,
                              str(config.model.get("dtype", "float32")), per_chip_batch)
   return report

@@ -60,6 +60,10 @@ def table(record: Dict[str, Any]) -> str:
               f"{roofline['step_seconds_lower_bound'] * 1e3:.2f} ms ({roofline['bound_by']}-"
               f"bound) -> at most {roofline['images_per_second_per_chip_upper_bound']:.0f} "
               f"img/s per chip, {record['images_per_second_upper_bound']:.0f} img/s in all")]
+  if record["flops_per_chip_per_step"] is not None:
+    trips = ", ".join(str(trips or "?") for trips in record["loop_trip_counts"])
+    rows.append(("compiled program", f"{record['fusions']} fused operations, "
+                                     f"{len(record['loop_trip_counts'])} loops ({trips} trips)"))
   rows.append(("compile", f"{record['compile_seconds']:.1f} s ({record['compile_cpu_seconds']:.1f}"
                           f" s of CPU, {record['lower_cpu_seconds']:.1f} s of it tracing and "
                           "lowering)"))

@@ -104,6 +104,7 @@ def test_program_costs_count_each_loop_body_times_its_trips():
   # Per chip 8 rows: forward h @ w, backward its two transposes, each 5 times.
   assert costs.flops == 5 * 3 * 2 * 8 * 128 * 128
   assert costs.loops_without_trip_count == 0 and costs.bytes_accessed > 128 * 128 * 5 * 4
+  assert costs.loop_trip_counts == (5, 5) and costs.fusions > 0  # The forward and backward scans.
 
 
 def test_max_batch_search_finds_the_largest_batch_by_compiling():
