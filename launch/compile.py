@@ -10,6 +10,8 @@ ablation config (`launch.ablate`'s). Exit codes: `launch.runs`.
 """
 
 import json
+import shlex
+import sys
 from typing import Any, Dict
 
 import jax
@@ -124,7 +126,9 @@ def main(argv) -> None:
                     else _PER_CHIP_BATCH.value)
   compile_at = lambda batch: aot.compile_train_step(config, target, batch, devices)
   report = compile_at(per_chip_batch)
-  record = record_of(report)
+  # The command first, so that a record read later says what made it.
+  record = {"command": shlex.join(["python", "-m", "launch.compile", *sys.argv[1:]]),
+            **record_of(report)}
   if _MAX_BATCH.value:
     largest, probes = aot.max_per_chip_batch(compile_at, report)
     record.update(max_per_chip_batch=largest,
