@@ -544,8 +544,11 @@ def max_per_chip_batch(compile_at: Callable[[int], StepReport], first: StepRepor
   The peak memory of a step grows about linearly with its batch, so each next probe is where
   the line through the two nearest probes meets the chip's memory, kept strictly inside the
   bracket of the largest batch that fits and the smallest that does not (and halving or doubling
-  where the line is not known); it ends when the two are neighbours. 0: even one image does not
-  fit.
+  where the line is not known); it ends when the two are neighbours. Near the limit the peak
+  can stop growing (a GPU compiler rematerializes to stay under it), and the line then points
+  at the bracket's edge again and again: a probe that would fall in the outer quarter of a
+  closed bracket is its middle instead, so each probe removes at least a quarter of it. 0: even
+  one image does not fit.
   """
   probes: Dict[int, StepReport] = {}
   fits_up_to, fails_from = 0, limit + 1
@@ -573,4 +576,8 @@ def _next_probe(probes: Dict[int, StepReport], fits_up_to: int, fails_from: int)
       guess = int(b1 + (memory - p1) * (b2 - b1) / (p2 - p1))
   if guess is None:
     guess = fits_up_to * 2 if fits_up_to else fails_from // 2
+  if fails_from in probes:  # A closed bracket: the line may only narrow it by a quarter or more.
+    quarter = (fails_from - fits_up_to) // 4
+    if not fits_up_to + quarter <= guess <= fails_from - quarter:
+      guess = (fits_up_to + fails_from) // 2
   return min(max(guess, fits_up_to + 1), fails_from - 1)

@@ -123,6 +123,23 @@ def test_max_batch_search_finds_the_largest_batch_by_compiling():
   assert aot.max_per_chip_batch(compile_at, compile_at(100))[0] == 30
 
 
+def test_max_batch_search_narrows_fast_where_the_peak_stops_growing():
+  """A GPU compiler rematerializes near its limit: above 1000 images the peak is flat just over
+  the chip's memory, so the line through the small probes overshoots and then keeps pointing
+  at the bracket's upper edge (which it once crept down from one batch at a time)."""
+  compiled = []
+
+  def compile_at(batch):
+    compiled.append(batch)
+    peak = int(10 * batch + 0.09 * batch ** 2) if batch <= 1000 else 100_500
+    return aot.StepReport(target=GPU, chip="chip", chips=1, per_chip_batch=batch,
+                          global_batch=batch, fits=peak <= 100_000, memory_bytes_per_chip=100_000,
+                          peak_bytes_per_chip=peak)
+
+  largest, _ = aot.max_per_chip_batch(compile_at, compile_at(8))
+  assert largest == 1000 and len(compiled) <= 16
+
+
 @pytest.mark.parametrize("text, message", [
     ("tpu:v9:2x2", "unknown tpu 'v9'"), ("gpu:h100:0", "positive integer"),
     ("tpu:v5e", "expected tpu:<chip>:<topology>"), ("tpu:v5e:big", "chips per axis")])
