@@ -544,11 +544,12 @@ def max_per_chip_batch(compile_at: Callable[[int], StepReport], first: StepRepor
   The peak memory of a step grows about linearly with its batch, so each next probe is where
   the line through the two nearest probes meets the chip's memory, kept strictly inside the
   bracket of the largest batch that fits and the smallest that does not (and halving or doubling
-  where the line is not known); it ends when the two are neighbours. Near the limit the peak
-  can stop growing (a GPU compiler rematerializes to stay under it), and the line then points
-  at the bracket's edge again and again: a probe that would fall in the outer quarter of a
-  closed bracket is its middle instead, so each probe removes at least a quarter of it. 0: even
-  one image does not fit.
+  where the line is not known); it ends when the two are neighbours. A line through small
+  batches can miss a little (a fixed part of the peak, a compiler that rematerializes near its
+  limit) and then point past the bracket's edge at every probe, which would creep down one
+  batch per compile: a probe that would fall in the outer quarter of a closed bracket is its
+  middle instead, so each probe removes at least a quarter of it. 0: even one image does not
+  fit.
   """
   probes: Dict[int, StepReport] = {}
   fits_up_to, fails_from = 0, limit + 1

@@ -124,9 +124,9 @@ def test_max_batch_search_finds_the_largest_batch_by_compiling():
 
 
 def test_max_batch_search_narrows_fast_where_the_peak_stops_growing():
-  """A GPU compiler rematerializes near its limit: above 1000 images the peak is flat just over
-  the chip's memory, so the line through the small probes overshoots and then keeps pointing
-  at the bracket's upper edge (which it once crept down from one batch at a time)."""
+  """The line through the small probes overshoots (here a convex peak, flat just over the chip's
+  memory above 1000 images) and keeps pointing past the bracket's upper edge, which the search
+  once crept down from one batch per compile."""
   compiled = []
 
   def compile_at(batch):
