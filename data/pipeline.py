@@ -17,12 +17,16 @@ streaming shuffle buffer replays the epoch up to the saved position on every res
 
 Evaluation (`eval_batches`) is one ordered pass over the process's shard in fixed-size,
 masked batches.
+
+Batches hold "image" and "label"; `features` names any other numeric features of the elements to
+carry along (e.g. synthetic faces' "intensity", for a model whose training target depends on
+it).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -33,16 +37,19 @@ _READ_BATCH = 1024
 _MAX_SEED = 2**63 - 1
 
 
-def read_shard(dataset: tf.data.Dataset, *, process_index: int,
-               process_count: int) -> dict[str, np.ndarray]:
-  """This process's part of `dataset`, decoded: {"image": uint8 (N, H, W, C), "label": int32}."""
-  _check_elements(dataset)
+def read_shard(dataset: tf.data.Dataset, *, process_index: int, process_count: int,
+               features: Sequence[str] = ()) -> dict[str, np.ndarray]:
+  """This process's part of `dataset`, decoded: {"image": uint8 (N, H, W, C), "label": int32}
+  and each of `features`."""
+  _check_elements(dataset, features)
   shard = dataset.shard(process_count, process_index).map(
-      lambda example: {"image": example["image"], "label": tf.cast(example["label"], tf.int32)})
+      lambda example: {"image": example["image"], "label": tf.cast(example["label"], tf.int32),
+                       **{name: example[name] for name in features}})
   parts = list(shard.batch(_READ_BATCH).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
   if not parts:
     raise ValueError(f"dataset: process {process_index} of {process_count} got no examples")
-  return {key: np.concatenate([part[key] for part in parts]) for key in ("image", "label")}
+  return {key: np.concatenate([part[key] for part in parts])
+          for key in ("image", "label", *features)}
 
 
 def host_batches(examples: Mapping[str, np.ndarray], *, batch_size: int, seed: int,
@@ -72,7 +79,8 @@ def host_batches(examples: Mapping[str, np.ndarray], *, batch_size: int, seed: i
 
 
 class TrainIterator:
-  """Endless, shuffled global batches: {"image": uint8 (B, H, W, C), "label": int32 (B,)}.
+  """Endless, shuffled global batches: {"image": uint8 (B, H, W, C), "label": int32 (B,)} and
+  each of `features`.
 
   Each process contributes `global_batch_size // process_count` examples of its shard to every
   batch; the arrays are sharded along axis 0 by `sharding` (e.g.
@@ -83,7 +91,7 @@ class TrainIterator:
 
   def __init__(self, dataset: tf.data.Dataset, *, global_batch_size: int,
                sharding: jax.sharding.Sharding, seed: int, process_index: Optional[int] = None,
-               process_count: Optional[int] = None):
+               process_count: Optional[int] = None, features: Sequence[str] = ()):
     process_index, process_count = _process(process_index, process_count)
     if not (_is_integer(global_batch_size) and global_batch_size > 0
             and global_batch_size % process_count == 0):
@@ -97,7 +105,7 @@ class TrainIterator:
     self._process_index = process_index
     self._per_process_batch = int(global_batch_size) // process_count
     self._examples = read_shard(dataset, process_index=process_index,
-                                process_count=process_count)
+                                process_count=process_count, features=features)
     self._restart(0)
 
   @property
@@ -138,20 +146,21 @@ class TrainIterator:
 
 
 def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
-                 process_index: Optional[int] = None,
-                 process_count: Optional[int] = None) -> Iterator[dict[str, np.ndarray]]:
+                 process_index: Optional[int] = None, process_count: Optional[int] = None,
+                 features: Sequence[str] = ()) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this process's shard, in dataset order, in batches of exactly `batch_size`.
 
-  Batches hold "image", "label", "subject" (str) and "mask" (bool). Rows past the end are
-  padding (zero image, label 0, subject "") with mask False and must be left out of metrics.
+  Batches hold "image", "label", "subject" (str), "mask" (bool) and each of `features`. Rows
+  past the end are padding (zeros, subject "") with mask False and must be left out of metrics.
   Every process yields the same number of batches, enough for the largest shard, so that SPMD
   evaluation steps stay in lockstep.
   """
   process_index, process_count = _process(process_index, process_count)
   if not (_is_integer(batch_size) and batch_size > 0):
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-  _check_elements(dataset)
-  image_shape = tuple(dataset.element_spec["image"].shape)
+  _check_elements(dataset, features)
+  spec = dataset.element_spec
+  image_shape = tuple(spec["image"].shape)
   num_batches = math.ceil(math.ceil(_count(dataset) / process_count) / batch_size)
   batches = (dataset.shard(process_count, process_index).batch(batch_size)
              .prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
@@ -160,11 +169,13 @@ def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
     padded = {"image": np.zeros((batch_size, *image_shape), np.uint8),
               "label": np.zeros(batch_size, np.int32),
               "subject": np.full(batch_size, "", dtype=object),
-              "mask": np.zeros(batch_size, bool)}
+              "mask": np.zeros(batch_size, bool),
+              **{name: np.zeros((batch_size, *spec[name].shape), spec[name].dtype.as_numpy_dtype)
+                 for name in features}}
     if batch is not None:
       size = len(batch["label"])
-      padded["image"][:size] = batch["image"]
-      padded["label"][:size] = batch["label"]
+      for key in ("image", "label", *features):
+        padded[key][:size] = batch[key]
       padded["mask"][:size] = True
       if "subject" in batch:
         padded["subject"][:size] = [subject.decode() for subject in batch["subject"]]
@@ -185,11 +196,15 @@ def _process(process_index: Optional[int], process_count: Optional[int]) -> tupl
   return process_index, process_count
 
 
-def _check_elements(dataset: tf.data.Dataset) -> None:
+def _check_elements(dataset: tf.data.Dataset, features: Sequence[str] = ()) -> None:
   spec = dataset.element_spec
   if not isinstance(spec, dict) or not {"image", "label"} <= set(spec):
     raise ValueError("dataset: elements must be dicts with 'image' and 'label' "
                      f"(as from flaxflow.data.datasets.load), got {spec}")
+  for name in features:
+    if name not in spec or spec[name].dtype == tf.string or not spec[name].shape.is_fully_defined():
+      raise ValueError(f"dataset: feature {name!r} must be a numeric feature of one fixed shape "
+                       f"of the elements, which have {', '.join(sorted(spec))}")
   image, label = spec["image"], spec["label"]
   if image.dtype != tf.uint8 or image.shape.rank != 3 or not image.shape.is_fully_defined():
     raise ValueError("dataset: 'image' must be uint8 (H, W, C) of one fixed shape, got "

@@ -12,8 +12,9 @@ import os
 
 from absl import app, logging
 
+from flaxflow import tasks
 from flaxflow.data import pipeline
-from flaxflow.workdir import Workdir
+from flaxflow.workdir import Workdir, flatten
 from flaxflow.launch import runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
@@ -34,10 +35,11 @@ def main(argv) -> None:
   result = runs.train_into_workdir(
       config, Workdir(_WORKDIR.value), train_set, image_shape=info.image_shape,
       class_names=info.class_names,
-      eval_batches=lambda: pipeline.eval_batches(eval_set, batch_size=config.eval_batch_size))
+      eval_batches=lambda: pipeline.eval_batches(eval_set, batch_size=config.eval_batch_size,
+                                                 features=tasks.batch_features(config)))
   if result.eval_metrics:
     logging.info("final %s %s: %s", config.dataset, config.eval_split, " ".join(
-        f"{name}={value:.4f}" for name, value in sorted(result.eval_metrics.items())))
+        f"{name}={value:.4f}" for name, value in sorted(flatten(result.eval_metrics).items())))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ Each family's module declares `MODEL_NAMES` and gives:
     over the training split for a family that needs one before training (IF-GAN's average
     faces);
   `load_trained(workdir, step, use_ema, mesh)`: the trained model of a finished or running run;
-  `init_variables(config, rng)`: the variables of `config.model` (for checks of a config).
+  `init_variables(config, rng)`: the variables of `config.model` (for checks of a config);
+and may give
+  `batch_features(config)`: the dataset's features beyond image and label that its training
+    and held-out batches must carry (IF-GAN's per-image target intensity on synthetic faces).
 The families that transfer expressions (flows, DECGAN) also give
   `transfer_methods(run, train_batches, class_names, shift)`: {condition set:
     `flaxflow.scoring.Method`}, the headline first, for a trained run; `train_batches()` is one
@@ -18,7 +21,7 @@ The families that transfer expressions (flows, DECGAN) also give
 """
 
 from types import ModuleType
-from typing import Optional
+from typing import Optional, Tuple
 
 import jax
 import ml_collections
@@ -42,6 +45,12 @@ def family_of(config: ml_collections.ConfigDict) -> ModuleType:
 def check_config(config: ml_collections.ConfigDict) -> None:
   """The fields of `config`'s model family, checked before any data is loaded."""
   family_of(config).check_config(config)
+
+
+def batch_features(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
+  """The features beyond image and label that `config`'s family reads from its batches."""
+  family = family_of(config)
+  return tuple(family.batch_features(config)) if hasattr(family, "batch_features") else ()
 
 
 def create_model(config: ml_collections.ConfigDict):
