@@ -18,11 +18,13 @@ CHILD_TIMEOUT_S = 1800
 
 
 class ArrayIterator:
-  """Epoch-shuffled global batches of in-memory arrays; its state is the number of batches drawn.
-  The images of the batches numbered in `nan_batches` (0 the first) are NaN, a corrupt record."""
+  """Epoch-shuffled global batches of in-memory arrays (images, labels and any `features`); its
+  state is the number of batches drawn. The images of the batches numbered in `nan_batches` (0 the
+  first) are NaN, a corrupt record."""
 
-  def __init__(self, images, labels, *, global_batch_size, sharding, seed=0, nan_batches=()):
-    self.images, self.labels = images, labels
+  def __init__(self, images, labels, *, global_batch_size, sharding, seed=0, features=None,
+               nan_batches=()):
+    self.images, self.labels, self.features = images, labels, dict(features or {})
     self.batch_size, self.sharding, self.seed = global_batch_size, sharding, seed
     self.nan_batches = frozenset(nan_batches)
     self.batches_drawn = 0
@@ -35,7 +37,8 @@ class ArrayIterator:
     epoch, index = divmod(self.batches_drawn, per_epoch)
     order = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
     chosen = order[index * self.batch_size:(index + 1) * self.batch_size]
-    batch = {"image": self.images[chosen], "label": self.labels[chosen]}
+    batch = {"image": self.images[chosen], "label": self.labels[chosen],
+             **{name: values[chosen] for name, values in self.features.items()}}
     if self.batches_drawn in self.nan_batches:
       batch["image"] = np.full_like(batch["image"], np.nan)
     self.batches_drawn += 1

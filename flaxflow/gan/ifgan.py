@@ -75,6 +75,16 @@ def check_attention_sites(widths: Sequence[int], sites: Sequence[Optional[int]])
                        f" for {len(widths)} generator widths (or None)")
 
 
+def check_generator_fits(widths: Sequence[int], image_shape: Sequence[int]) -> None:
+  """G halves the image once per width and joins each level with its mirror: both sides must
+  be multiples of 2 ** len(widths)."""
+  factor = 2 ** len(widths)
+  if any(side % factor for side in image_shape[:2]):
+    raise ValueError(f"config.model.image_shape={tuple(image_shape)}: G's {len(widths)} levels "
+                     f"(config.model.generator_widths) halve it {len(widths)} times, so its "
+                     f"height and width must be multiples of {factor}")
+
+
 class UNetGenerator(nn.Module):
   """pix2pix's U-Net: 4x4 stride-2 convolutions down (LeakyReLU 0.2), 4x4 stride-2 transposed
   convolutions up (ReLU), each up output joined with the encoder output of the same size, tanh
@@ -297,6 +307,21 @@ class ExpressionBaseline(_ExpressionModel):
 
 
 MODELS = {"ifgan": IFGAN, "expression_baseline": ExpressionBaseline}
+
+
+def target_faces(table: Array, labels: Array, intensities: Optional[Array] = None) -> Array:
+  """Each example's target face from a `table` (classes, levels, H, W, C): with one level, its
+  class's face; with several (renders at intensities evenly from 0 to 1), the linear
+  interpolation between the two around the example's intensity."""
+  levels = table.shape[1]
+  if levels == 1:
+    return table[labels, 0]
+  if intensities is None:
+    raise ValueError(f"a table of {levels} intensity levels needs the examples' intensities")
+  position = jnp.clip(intensities, 0.0, 1.0) * (levels - 1)
+  lower = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, levels - 2)
+  fraction = (position - lower).reshape(-1, *[1] * (table.ndim - 2))
+  return (1.0 - fraction) * table[labels, lower] + fraction * table[labels, lower + 1]
 
 
 def island_loss(features: Array, labels: Array, centres: Array, alpha: float) -> Array:

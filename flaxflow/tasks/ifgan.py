@@ -1,18 +1,29 @@
 """IF-GAN (and its baseline, the expression classifier E alone) as a task of the training loop, and
 a trained one loaded back from its workdir.
 
-Each step updates D on (x, average face of y) against (x, G(x)), then G and E together on
+Each step updates D on (x, target face of x) against (x, G(x)), then G and E together on
 L = w_gan L_cGAN + w_l1 L_L1 + w_softmax L_softmax + w_island L_IL, E seeing both pairs; the
 island loss's class centres are a network of the state with a plain SGD rate of their own. Every
-update is skipped, and counted, on its own when not finite (`flaxflow.gan.adversarial`).
+update is skipped, and counted, on its own when not finite (`flaxflow.gan.adversarial`). Two
+switches take the paper's E apart: `loss.classifier_real_pair=False` trains E on (x, G(x)) alone
+(the real pair's second image is the label drawn as a face), and
+`loss.classifier_trains_generator=False` stops E's loss at G(x).
 
-The average faces (per class, the pixel mean of the training split's images, the paper's
-definition) are computed once when the task is created, from a pass over the training split, and
-kept in the state's `extra`, so a checkpoint carries the targets it was trained towards.
+The target faces (`config.target_face`, see `flaxflow.analysis.ifgan_ground_truth`: the paper's
+per-class pixel mean of the training split, its aligned peak-frame mean, or each image's
+average-identity render) are computed once when the task is created, from a pass over the
+training split, and kept in the state's `extra`, so a checkpoint carries the targets it was
+trained towards.
+
+On synthetic faces the run is also scored against ground truth (`ground_truth_metrics`), during
+training and at the end, on the test split's faces redrawn at peak frames and at all
+intensities: its held-out metrics hold {"peak": {...}, "all_intensities": {...}} beside the
+split's own accuracy.
 """
 
+import dataclasses
 import math
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -26,12 +37,13 @@ from jax.experimental import multihost_utils
 from flaxflow import (checkpointing, config_checks, images, loop, models, objectives, optimization,
                       parallel)
 from flaxflow.analysis import batches as batches_lib
-from flaxflow.analysis import evaluation
+from flaxflow.analysis import evaluation, ground_truth
+from flaxflow.analysis import ifgan_ground_truth as truth_lib
 from flaxflow.gan import adversarial, ifgan
 from flaxflow.models.capabilities import check_model_matches_data
 from flaxflow.tasks import flow
 from flaxflow.tasks.trained import TrainedModel
-from flaxflow.workdir import Workdir
+from flaxflow.workdir import Workdir, flatten
 
 Array = jax.Array
 Batch = loop.Batch
@@ -39,6 +51,8 @@ BatchesFn = Callable[[], Iterable[batches_lib.Batch]]
 MODEL_NAMES = tuple(ifgan.MODELS)
 CENTRES = "centres"
 LOSS_WEIGHTS = ("gan_weight", "l1_weight", "softmax_weight", "island_weight")
+LOSS_SWITCHES = ("classifier_real_pair", "classifier_trains_generator")
+IDENTITY_POSES = 4  # Poses of the identity grid (`ifgan_ground_truth.identity_grid`).
 
 
 def create_model(model_config: ml_collections.ConfigDict):
@@ -50,6 +64,15 @@ def init_variables(config: ml_collections.ConfigDict, rng: Array) -> Dict[str, A
   model = create_model(config.model)
   images = jnp.zeros((1, *model.image_shape), jnp.float32)
   return model.init({"params": rng}, images, method="class_logits")
+
+
+def is_synthetic_faces(config: ml_collections.ConfigDict) -> bool:
+  return config.dataset.partition("/")[0] == "synthetic_faces"
+
+
+def batch_features(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
+  """On synthetic faces, the factors the targets and the ground-truth scoring are drawn from."""
+  return truth_lib.FACTOR_FEATURES if is_synthetic_faces(config) else ()
 
 
 def unit_images(images: Array) -> Array:
@@ -71,9 +94,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     config_checks.in_interval(config, f"loss.{weight}", 0, math.inf)
   config_checks.in_interval(config, "loss.island_alpha", 0, math.inf)
   config_checks.positive_finite(config, "loss.centre_learning_rate")
+  for switch in LOSS_SWITCHES:
+    if not isinstance(config.loss[switch], bool):
+      raise ValueError(f"--config.loss.{switch}={config.loss[switch]!r}: expected True or False")
   if config.loss.adversarial not in adversarial.LOSS_KINDS:
     raise ValueError(f"--config.loss.adversarial={config.loss.adversarial!r}: expected one of "
                      f"{', '.join(adversarial.LOSS_KINDS)}")
+  if config.target_face not in truth_lib.TARGET_FACES:
+    raise ValueError(f"--config.target_face={config.target_face!r}: expected one of "
+                     f"{', '.join(truth_lib.TARGET_FACES)}")
+  if config.target_face != "class_pixel_mean" and not is_synthetic_faces(config):
+    raise ValueError(f"--config.target_face={config.target_face!r}: drawn from the synthetic "
+                     f"faces' factors, which {config.dataset} lacks; expected class_pixel_mean")
   if config.model.get("norm", "instance") not in ifgan.NORMS:
     raise ValueError(f"--config.model.norm={config.model.norm!r}: expected one of "
                      f"{', '.join(ifgan.NORMS)}")
@@ -84,18 +116,42 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     ifgan.check_attention_sites(config.model.generator_widths, (
         config.model.attention_encoder, config.model.attention_skip,
         config.model.attention_decoder))
+    ifgan.check_generator_fits(config.model.generator_widths, config.model.image_shape)
   optimization.check_optimizer_config(config.optimizer)
 
 
+def _gathered_rows(parts: Sequence[Mapping[str, np.ndarray]],
+                   keys: Sequence[str]) -> Dict[str, np.ndarray]:
+  """The real rows of padded batches `parts` (with "mask"), `keys` only, over every process:
+  each process holds as many batches as the others (`data.pipeline.eval_batches`), so their
+  padded arrays gather whole."""
+  rows = {key: np.concatenate([part[key] for part in parts]) for key in (*keys, "mask")}
+  if jax.process_count() > 1:
+    rows = {key: np.asarray(multihost_utils.process_allgather(value)).reshape(
+        -1, *value.shape[1:]) for key, value in rows.items()}
+  keep = rows.pop("mask").astype(bool)
+  return {key: value[keep] for key, value in rows.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSplit:
+  """What one pass over the training split gives: each class's "pixel_means" (the pixel mean of
+  its images, in [-1, 1], over every process's shard), "grid_images" (uint8, the first
+  `per_class` images of each class on this process, fewer repeated), the number of examples,
+  and "rows": every image, label and feature asked for (over every process), else empty."""
+  pixel_means: np.ndarray
+  grid_images: np.ndarray
+  num_examples: int
+  rows: Dict[str, np.ndarray]
+
+
 def summarize_training_split(batches: Iterable[batches_lib.Batch], class_names: Sequence[str],
-                             per_class: int) -> Tuple[np.ndarray, np.ndarray, int]:
-  """One pass over the training split: the average face of each class (the pixel mean of its
-  images, in [-1, 1], over every process's shard), the first `per_class` images of each class on
-  this process (uint8, for sample grids; fewer are repeated), and the number of examples."""
-  sums, counts, kept = None, np.zeros(len(class_names)), [[] for _ in class_names]
+                             per_class: int, keep: Sequence[str] = ()) -> TrainingSplit:
+  """One pass over the training split's padded batches; `keep` names what "rows" holds."""
+  sums, counts, kept, parts = None, np.zeros(len(class_names)), [[] for _ in class_names], []
   for batch in batches:
-    keep = batches_lib.real_rows(batch)
-    pictures, labels = np.asarray(batch["image"])[keep], np.asarray(batch["label"])[keep]
+    real = batches_lib.real_rows(batch)
+    pictures, labels = np.asarray(batch["image"])[real], np.asarray(batch["label"])[real]
     if sums is None:
       sums = np.zeros((len(class_names), *pictures.shape[1:]), np.float64)
     np.add.at(sums, labels, np.asarray(unit_images(pictures), np.float64))
@@ -103,6 +159,8 @@ def summarize_training_split(batches: Iterable[batches_lib.Batch], class_names: 
     for picture, label in zip(pictures, labels):
       if len(kept[label]) < per_class:
         kept[label].append(picture)
+    if keep:
+      parts.append({key: np.asarray(batch[key]) for key in (*keep, "mask")})
   if sums is None:
     raise ValueError("the training split has no examples")
   if jax.process_count() > 1:
@@ -111,47 +169,210 @@ def summarize_training_split(batches: Iterable[batches_lib.Batch], class_names: 
   missing = [name for name, count in zip(class_names, counts) if count == 0]
   if missing:
     raise ValueError(f"the training split has no images of {', '.join(missing)}: IF-GAN's "
-                     "targets are every class's average face")
-  averages = (sums / counts.reshape(-1, *[1] * (sums.ndim - 1))).astype(np.float32)
+                     "targets are faces of every class")
+  means = (sums / counts.reshape(-1, *[1] * (sums.ndim - 1))).astype(np.float32)
   grid_images = np.stack([np.resize(np.stack(class_images), (per_class, *sums.shape[1:]))
                           if class_images else np.zeros((per_class, *sums.shape[1:]), np.uint8)
                           for class_images in kept]).astype(np.uint8)
-  return averages, grid_images, int(counts.sum())
+  return TrainingSplit(means, grid_images, int(counts.sum()),
+                       _gathered_rows(parts, keep) if keep else {})
+
+
+def target_face_table(target_face: str, split: TrainingSplit) -> np.ndarray:
+  """float32 (classes, levels, H, W, C) in [-1, 1]: the targets of `target_face`
+  (`ifgan_ground_truth.TARGET_FACES`), from the training split (whose "rows" hold the image,
+  label and factors for any target but the pixel mean)."""
+  num_classes, side = split.pixel_means.shape[0], split.pixel_means.shape[1]
+  if target_face == "class_pixel_mean":
+    return split.pixel_means[:, None]
+  if target_face == "aligned_peak_class_mean":
+    rows = split.rows
+    return truth_lib.aligned_peak_class_means(rows["identity"], rows["label"], rows["intensity"],
+                                              side, num_classes)
+  if target_face == "average_identity":
+    return truth_lib.average_identity_table(num_classes, side)
+  raise ValueError(f"target_face={target_face!r}: expected one of "
+                   f"{', '.join(truth_lib.TARGET_FACES)}")
+
+
+def target_face_shares(split: TrainingSplit) -> Dict[str, Dict[str, float]]:
+  """Per target face, its share of the true expression change on the training split whose
+  "rows" hold images, labels and factors (`ifgan_ground_truth.expression_change_share`):
+  against each image's own average-identity render ("own_intensity", 1 for the ideal target)
+  and against the render at full intensity ("full_intensity")."""
+  rows = split.rows
+  side = rows["image"].shape[1]
+  truths = {name: truth_lib.to_unit(truth_lib.average_identity_renders(rows["label"],
+                                                                       intensities, side))
+            for name, intensities in (("own_intensity", rows["intensity"]),
+                                      ("full_intensity",
+                                       truth_lib.full_intensities(rows["label"])))}
+  shares = {}
+  for target_face in truth_lib.TARGET_FACES:
+    targets = np.asarray(ifgan.target_faces(target_face_table(target_face, split), rows["label"],
+                                            rows["intensity"]))
+    shares[target_face] = {name: truth_lib.expression_change_share(targets, truth, rows["label"])
+                           for name, truth in truths.items()}
+  return shares
+
+
+class Inference:
+  """The model's G and E as numpy functions of any number of images, applied `batch_size` at a
+  time (padded), so that each compiles once whatever the count."""
+
+  def __init__(self, model, batch_size: int = 256):
+    self.model, self.batch_size = model, batch_size
+    self._generate = jax.jit(lambda variables, x: model.apply(variables, x, method="generate"))
+    self._classify = jax.jit(lambda variables, *x: jnp.argmax(
+        model.apply(variables, *x, method="classify")[0], axis=-1))
+
+  def _in_batches(self, function, variables, *arrays: np.ndarray) -> np.ndarray:
+    outputs = []
+    for start in range(0, len(arrays[0]), self.batch_size):
+      parts = [np.asarray(array[start:start + self.batch_size]) for array in arrays]
+      real = len(parts[0])
+      parts = [np.concatenate([part, np.zeros((self.batch_size - real, *part.shape[1:]),
+                                              part.dtype)]) for part in parts]
+      outputs.append(np.asarray(function(variables, *parts))[:real])
+    return np.concatenate(outputs)
+
+  def generate(self, variables, images: np.ndarray) -> np.ndarray:
+    """G of uint8 `images`, in [-1, 1]."""
+    return self._in_batches(self._generate, variables, truth_lib.to_unit(images))
+
+  def classes(self, variables, images: np.ndarray, *second: np.ndarray) -> np.ndarray:
+    """E's classes of uint8 `images`, paired for IF-GAN with `second` ([-1, 1])."""
+    return self._in_batches(self._classify, variables, truth_lib.to_unit(images), *second)
+
+  def predictions(self, variables, images: np.ndarray) -> np.ndarray:
+    """The model's prediction for uint8 `images`: E(x, G(x)), or E(x) for the baseline."""
+    if "generator" in self.model.networks:
+      return self.classes(variables, images, self.generate(variables, images))
+    return self.classes(variables, images)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+  """What a synthetic-faces run is scored on: per regime (`ifgan_ground_truth.REGIMES`) the test
+  faces, their identity grid, and the references that do not depend on the model (the reader
+  on the inputs and on the ground truth, the inputs against the ground truth); the independent
+  expression reader, fitted on the training people."""
+  sets: Dict[str, truth_lib.FaceSet]
+  grids: Dict[str, np.ndarray]
+  references: Dict[str, Dict[str, float]]
+  reader: Callable[[np.ndarray], np.ndarray]
+
+
+def expression_reader(images: np.ndarray, labels: np.ndarray) -> Callable[[np.ndarray],
+                                                                         np.ndarray]:
+  """An expression classifier independent of the model: gradient histograms and logistic
+  regression (`analysis.ground_truth`) fitted on uint8 `images` of the training people."""
+  classifier = ground_truth.fit_expression_classifier(images, labels)
+  return lambda faces: ground_truth.predict_expressions(classifier, faces)
+
+
+def ground_truth_of(test_rows: Mapping[str, np.ndarray], train_rows: Mapping[str, np.ndarray],
+                    num_classes: int) -> GroundTruth:
+  """`GroundTruth` of the test split's factors ("label" and `ifgan_ground_truth.FACTOR_FEATURES`)
+  with a reader fitted on the training split's "image" and "label"."""
+  side = train_rows["image"].shape[1]
+  reader = expression_reader(train_rows["image"], train_rows["label"])
+  sets = truth_lib.regime_sets(test_rows["identity"], test_rows["label"], test_rows["nuisance"],
+                               side)
+  first = np.unique(truth_lib.persons(test_rows["identity"]), return_index=True)[1]
+  people = test_rows["identity"][first]
+  poses = test_rows["nuisance"][:IDENTITY_POSES]
+  grids, references = {}, {}
+  for regime, lowest in truth_lib.REGIMES.items():
+    grids[regime] = truth_lib.identity_grid(people, poses, num_classes, lowest, side)
+    faces = sets[regime]
+    input_l1, input_ssim = truth_lib.against_truth(faces.image, faces.truth)
+    references[regime] = {
+        "reader_accuracy_input": truth_lib.accuracy(reader(faces.image), faces.label),
+        "reader_accuracy_truth": truth_lib.accuracy(reader(faces.truth), faces.label),
+        "input_l1_to_average_identity": input_l1, "input_ssim": input_ssim,
+        "num_images": len(faces.label), "num_people": len(people)}
+  return GroundTruth(sets, grids, references, reader)
+
+
+def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
+                         diagnostics: bool = False) -> Dict[str, Dict[str, float]]:
+  """{regime: metrics} of the model against `truth`: "accuracy" of its prediction, beside the
+  references; for IF-GAN also G(x) against the average-identity render ("g_l1_to_average_
+  identity", "g_ssim"), "expression_kept_ratio" (the independent reader's accuracy on G(x) over
+  its accuracy on x), "identity_variance_ratio" (G(x)'s between-person variance over x's),
+  "accuracy_with_other_g" (E(x, G(x')) for an x' of another class, against x's label) and
+  "other_g_followed" (how often that reads as x''s label). `diagnostics` adds what E reads when
+  given instead of G(x) the target face of x's label, of another label, or zeros."""
+  report = {}
+  for regime, faces in truth.sets.items():
+    metrics = dict(truth.references[regime])
+    if "generator" not in inference.model.networks:
+      metrics["accuracy"] = truth_lib.accuracy(inference.predictions(variables, faces.image),
+                                               faces.label)
+      report[regime] = metrics
+      continue
+    generated = inference.generate(variables, faces.image)
+    drawn = to_uint8(generated)
+    classes = lambda second: inference.classes(variables, faces.image, second)
+    metrics["accuracy"] = truth_lib.accuracy(classes(generated), faces.label)
+    metrics["g_l1_to_average_identity"], metrics["g_ssim"] = truth_lib.against_truth(
+        drawn, faces.truth)
+    metrics["reader_accuracy_generated"] = truth_lib.accuracy(truth.reader(drawn), faces.label)
+    metrics["expression_kept_ratio"] = (metrics["reader_accuracy_generated"]
+                                        / metrics["reader_accuracy_input"])
+    grid = truth.grids[regime]
+    flat = grid.reshape(-1, *grid.shape[2:])
+    metrics["identity_variance_ratio"] = truth_lib.identity_variance_ratio(
+        grid, to_uint8(inference.generate(variables, flat)).reshape(grid.shape))
+    others = truth_lib.other_class_indices(faces.label)
+    with_other_g = classes(generated[others])
+    metrics["accuracy_with_other_g"] = truth_lib.accuracy(with_other_g, faces.label)
+    metrics["other_g_followed"] = truth_lib.accuracy(with_other_g, faces.label[others])
+    if diagnostics:
+      table = variables["constants"]["target_faces"]
+      target_of = lambda labels: np.asarray(ifgan.target_faces(
+          jnp.asarray(table), jnp.asarray(labels), jnp.asarray(faces.intensity)))
+      num_classes = table.shape[0]
+      metrics["accuracy_with_true_target"] = truth_lib.accuracy(
+          classes(target_of(faces.label)), faces.label)
+      metrics["accuracy_with_other_target"] = truth_lib.accuracy(
+          classes(target_of(truth_lib.other_labels(faces.label, num_classes))), faces.label)
+      metrics["accuracy_with_zeros"] = truth_lib.accuracy(
+          classes(np.zeros_like(generated)), faces.label)
+      metrics["target_l1_to_average_identity"], metrics["target_ssim"] = (
+          truth_lib.against_truth(to_uint8(target_of(faces.label)), faces.truth))
+    report[regime] = metrics
+  return report
 
 
 def held_out_metrics(model, variables, images: Array, labels: Array,
                      rng: Optional[Array]) -> Tuple[Array, Dict[str, Array]]:
-  """Accuracy and cross-entropy of the prediction, and for IF-GAN the L1 distance of G(x) to
-  the average face of x's class, in the form `evaluation.mean_example_metrics` takes."""
+  """Accuracy and cross-entropy of the prediction in the form `evaluation.mean_example_metrics`
+  takes; for IF-GAN with class targets also the L1 distance of G(x) to x's class target."""
   del rng  # The prediction is deterministic.
   logits = model.apply(variables, objectives.dequantize(None, images, 8), method="class_logits")
   cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
   metrics = {"accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == labels),
              "cross_entropy": cross_entropy}
-  if "generator" in model.networks:
+  table = variables.get("constants", {}).get("target_faces")
+  if table is not None and table.shape[1] == 1:
     generated = model.apply(variables, unit_images(images), method="generate")
-    targets = variables["constants"]["average_faces"][labels]
-    metrics["l1_to_average_face"] = jnp.mean(jnp.abs(generated - targets))
+    metrics["l1_to_target_face"] = jnp.mean(jnp.abs(generated - ifgan.target_faces(table,
+                                                                                   labels)))
   return cross_entropy, metrics
 
 
-def generated_faces(model, variables, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-  """G of uint8 `images` (N, H, W, C), as uint8, `batch_size` at a time."""
-  generate = jax.jit(lambda v, x: model.apply(v, unit_images(x), method="generate"))
-  return np.concatenate([to_uint8(generate(variables, images[start:start + batch_size]))
-                         for start in range(0, len(images), batch_size)])
-
-
-def translation_grid(model, variables, grid_images: np.ndarray) -> np.ndarray:
-  """uint8 (classes, 1 + 2 * per_class, H, W, C): per class its average face, then each input
-  next to G(input)."""
+def translation_grid(inference: Inference, variables, grid_images: np.ndarray) -> np.ndarray:
+  """uint8 (classes, 1 + 2 * per_class, H, W, C): per class its target face (at full intensity),
+  then each input next to G(input)."""
   num_classes, per_class = grid_images.shape[:2]
   flat = grid_images.reshape(-1, *grid_images.shape[2:])
-  generated = generated_faces(model, variables, flat).reshape(grid_images.shape)
-  averages = to_uint8(variables["constants"]["average_faces"])[:, None]
+  generated = to_uint8(inference.generate(variables, flat)).reshape(grid_images.shape)
+  targets = to_uint8(variables["constants"]["target_faces"][:, -1])[:, None]
   pairs = np.stack([grid_images, generated], axis=2).reshape(num_classes, 2 * per_class,
                                                                *grid_images.shape[2:])
-  return np.concatenate([averages, pairs], axis=1)
+  return np.concatenate([targets, pairs], axis=1)
 
 
 def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
@@ -159,38 +380,50 @@ def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                 eval_batches: Optional[BatchesFn] = None,
                 train_batches: Optional[BatchesFn] = None) -> "IFGANTask":
   """The task of training `config.model` on images of `image_shape` in `class_names`;
-  `train_batches()` gives one pass over the training split (for the average faces)."""
+  `train_batches()` gives one pass over the training split (for the target faces and the
+  expression reader). Both carry `batch_features(config)`."""
   check_config(config)
   model = create_model(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
   flow.check_eval_batch_size(config, mesh)
   if train_batches is None:
     raise ValueError(f"{config.model.name} needs a pass over the training split (train_batches)")
-  averages, grid_images, num_examples = summarize_training_split(
-      train_batches(), class_names, config.samples_per_class)
-  logging.info("average faces of %d training examples: %s", num_examples, dict(zip(
-      class_names, np.round(averages.reshape(len(class_names), -1).mean(axis=1), 3).tolist())))
-  return IFGANTask(config, model, mesh, class_names, eval_batches, averages, grid_images,
-                   steps_per_epoch=max(1, num_examples // config.batch_size))
+  features = batch_features(config)
+  split = summarize_training_split(train_batches(), class_names, config.samples_per_class,
+                                   keep=("image", "label", *features) if features else ())
+  table = target_face_table(config.target_face, split)
+  logging.info("%s target faces of %d training examples", config.target_face, split.num_examples)
+  truth = None
+  if features and eval_batches is not None:
+    keys = ("label", *features)
+    test_rows = _gathered_rows([{key: batch[key] for key in (*keys, "mask")}
+                                for batch in eval_batches()], keys)
+    truth = ground_truth_of(test_rows, split.rows, len(class_names))
+    logging.info("ground truth of %s: %s", config.eval_split, truth.references)
+  return IFGANTask(config, model, mesh, class_names, eval_batches, table, split.grid_images,
+                   truth, steps_per_epoch=max(1, split.num_examples // config.batch_size))
 
 
 class IFGANTask:
-  """IF-GAN or the baseline E on {"image": uint8, "label": int32} batches.
+  """IF-GAN or the baseline E on {"image": uint8, "label": int32, ...} batches.
 
   The state is an `adversarial.AdversarialState` over the model's networks and "centres"; its
-  `extra` is {"average_faces": (classes, H, W, C) in [-1, 1]} for IF-GAN, None for the baseline.
-  Held-out metrics (`held_out_metrics` on `eval_batches`) every `config.eval_every` steps and at
-  the end; IF-GAN's sample grids (`translation_grid` of `grid_images`, training images) every
-  `config.sample_every` steps and at the end (0: only at the end).
+  `extra` is {"target_faces": (classes, levels, H, W, C) in [-1, 1]} for IF-GAN, None for the
+  baseline. Held-out metrics (`held_out_metrics` on `eval_batches`, and with `truth`
+  `ground_truth_metrics`) every `config.eval_every` steps and at the end, the end's with E's
+  diagnostics; IF-GAN's sample grids (`translation_grid` of `grid_images`, training images)
+  every `config.sample_every` steps and at the end (0: only at the end).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model, mesh: jax.sharding.Mesh,
                class_names: Sequence[str], eval_batches: Optional[BatchesFn],
-               average_faces: np.ndarray, grid_images: np.ndarray, *, steps_per_epoch: int):
+               target_faces: np.ndarray, grid_images: np.ndarray,
+               truth: Optional[GroundTruth] = None, *, steps_per_epoch: int):
     self.config, self.model, self.mesh = config, model, mesh
     self.class_names, self.eval_batches = list(class_names), eval_batches
-    self.average_faces, self.grid_images = average_faces, grid_images
+    self.target_faces, self.grid_images, self.truth = target_faces, grid_images, truth
     self.adversarial = "generator" in model.networks
+    self.inference = Inference(model, config.eval_batch_size)
     self.schedule = optimization.learning_rate_schedule(config.optimizer, config.num_steps,
                                                         steps_per_epoch)
     self.optimizers = {name: optimization.make_optimizer(config.optimizer, config.num_steps,
@@ -204,7 +437,7 @@ class IFGANTask:
     params = {name: variables["params"][name] for name in self.model.networks}
     params[CENTRES] = jax.random.normal(centres_rng, (self.model.num_classes,
                                                       self.model.feature_size))
-    extra = ({"average_faces": jnp.asarray(self.average_faces)} if self.adversarial else None)
+    extra = ({"target_faces": jnp.asarray(self.target_faces)} if self.adversarial else None)
     return adversarial.init_state(params, self.optimizers, extra=extra)
 
   def _apply(self, params: Dict[str, Any], *args, method: str):
@@ -214,7 +447,8 @@ class IFGANTask:
   def _classifier_loss(self, params, sources: Sequence[Array], targets: Sequence[Array],
                        labels: Array) -> Tuple[Array, Dict[str, Array]]:
     """w_softmax * (sum over the image sets of E's mean cross-entropy) + w_island * the island
-    loss over all of them; `targets` empty for the baseline, which sees the sources alone."""
+    loss over all of them; `targets` empty for the baseline, which sees the sources alone. The
+    accuracy is that of the last set."""
     inputs = [jnp.concatenate(sources)] + ([jnp.concatenate(targets)] if targets else [])
     logits, features = self._apply(params, *inputs, method="classify")
     all_labels = jnp.tile(labels, len(sources))
@@ -248,7 +482,7 @@ class IFGANTask:
       return (state.replace(step=state.step + 1),
               adversarial.step_metrics(state, {"loss": loss, **metrics}))
 
-    targets = state.extra["average_faces"][labels]
+    targets = ifgan.target_faces(state.extra["target_faces"], labels, batch.get("intensity"))
     generated = jax.lax.stop_gradient(self._apply(state.params, x, method="generate"))
 
     def discriminator_loss(trained):
@@ -264,7 +498,9 @@ class IFGANTask:
       adversarial_loss = adversarial.generator_loss(
           self._apply(params, x, fake, method="discriminate"), losses.adversarial)
       l1 = jnp.mean(jnp.abs(fake - targets))
-      e_loss, metrics = self._classifier_loss(params, [x, x], [targets, fake], labels)
+      seen = fake if losses.classifier_trains_generator else jax.lax.stop_gradient(fake)
+      pairs = [targets, seen] if losses.classifier_real_pair else [seen]
+      e_loss, metrics = self._classifier_loss(params, [x] * len(pairs), pairs, labels)
       loss = losses.gan_weight * adversarial_loss + losses.l1_weight * l1 + e_loss
       return loss, {"loss/generator": adversarial_loss, "loss/l1": l1, **metrics}
 
@@ -284,15 +520,24 @@ class IFGANTask:
                     workdir: Workdir) -> None:
     if not self.adversarial:
       return
-    grid = translation_grid(self.model, self.variables(state), self.grid_images)
+    grid = translation_grid(self.inference, self.variables(state), self.grid_images)
     if parallel.is_primary():
       images.save_image_grid(workdir.sample_grid_file(step), grid, self.class_names)
 
-  def evaluate_held_out(self, state: adversarial.AdversarialState, step: int,
-                        writer: Any) -> Dict[str, float]:
-    return evaluation.report_held_out(
-        self.model, self.variables(state), self.eval_batches(), loss_fn=held_out_metrics,
-        mesh=self.mesh, seed=self.config.seed, step=step, writer=writer)
+  def evaluate_held_out(self, state: adversarial.AdversarialState, step: int, writer: Any,
+                        diagnostics: bool = False) -> Dict[str, Any]:
+    """The held-out metrics, with the ground-truth ones nested by regime; logged and written
+    flat ("eval/peak.accuracy")."""
+    variables = self.variables(state)
+    metrics = {}
+    if self.eval_batches:
+      metrics.update(evaluation.mean_example_metrics(
+          self.model, variables, self.eval_batches(), loss_fn=held_out_metrics, mesh=self.mesh,
+          rng=loop.stream_key(self.config.seed, "eval")))
+    if self.truth:
+      metrics.update(ground_truth_metrics(self.inference, variables, self.truth, diagnostics))
+    loop.report_eval_metrics(step, flatten(metrics), writer)
+    return metrics
 
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:
@@ -304,14 +549,16 @@ class IFGANTask:
         if self.eval_batches else None)
 
   def final_evaluation(self, state: adversarial.AdversarialState, workdir: Workdir,
-                       writer: Any) -> Dict[str, float]:
+                       writer: Any) -> Dict[str, Any]:
     step = int(state.step)
     self.write_samples(state, step, workdir)
-    return self.evaluate_held_out(state, step, writer) if self.eval_batches else {}
+    if not self.eval_batches:
+      return {}
+    return self.evaluate_held_out(state, step, writer, diagnostics=True)
 
 
 def trained_variables(model, state: adversarial.AdversarialState) -> Dict[str, Any]:
-  """What `model.apply` takes: the networks' parameters and, for IF-GAN, the average faces as
+  """What `model.apply` takes: the networks' parameters and, for IF-GAN, the target faces as
   "constants"."""
   variables = {"params": {name: state.params[name] for name in model.networks}}
   if state.extra is not None:
@@ -327,9 +574,10 @@ def restore_state(config: ml_collections.ConfigDict, checkpoint_dir: str,
   mesh = parallel.make_mesh() if mesh is None else mesh
   model = create_model(config.model)
   shape = tuple(config.model.image_shape)
-  # The checkpoint holds the average faces; zeros only give the abstract state its shapes.
+  # The checkpoint holds the target faces; zeros only give the abstract state its shapes.
+  levels = truth_lib.INTENSITY_LEVELS if config.target_face == "average_identity" else 1
   task = IFGANTask(config, model, mesh, (), None,
-                   np.zeros((model.num_classes, *shape), np.float32),
+                   np.zeros((model.num_classes, levels, *shape), np.float32),
                    np.zeros((model.num_classes, 1, *shape), np.uint8), steps_per_epoch=1)
   return checkpointing.restore_task_state(task.init_state, checkpoint_dir, shape, mesh, step)
 

@@ -26,13 +26,14 @@ def tiny_config(**overrides):
   config = ml_collections.ConfigDict(dict(
       dataset="toy", seed=0, batch_size=8, eval_batch_size=8, num_steps=4, log_every=1,
       checkpoint_every=2, keep_checkpoints=5, max_consecutive_nonfinite=3, sample_every=0,
-      samples_per_class=2, eval_every=0,
+      samples_per_class=2, eval_every=0, target_face="class_pixel_mean",
       optimizer=dict(name="adam", learning_rate=1e-3, warmup_steps=0, schedule="staircase",
                      decay_rate=0.9, decay_every_epochs=10, weight_decay=1e-4,
                      grad_clip_norm=0.0, b1=0.9, b2=0.99, eps=1e-8),
       loss=dict(adversarial="non_saturating", gan_weight=1.0, l1_weight=20.0,
                 softmax_weight=10.0, island_weight=1.0, island_alpha=0.03,
-                centre_learning_rate=0.5),
+                centre_learning_rate=0.5, classifier_real_pair=True,
+                classifier_trains_generator=True),
       model=dict(name="ifgan", image_shape=(SIDE, SIDE, 1), num_classes=CLASSES,
                  generator_widths=(4, 8, 8), attention=True, attention_encoder=1,
                  attention_skip=0, attention_decoder=0, discriminator_widths=(4, 8),
@@ -136,10 +137,13 @@ def test_island_loss_against_hand_computed_values():
                              2 / 3 + 0.03 * (6 + 2 * np.sqrt(2)), rtol=1e-6)
 
 
-def test_average_faces_are_the_per_class_pixel_means_of_the_training_split():
+def test_the_paper_s_targets_are_the_per_class_pixel_means_of_the_training_split():
   examples = toy_examples(count=10)
-  averages, grid, count = ifgan_task.summarize_training_split(
+  split = ifgan_task.summarize_training_split(
       batches_lib.array_batches(examples, 4), CLASS_NAMES, per_class=2)
+  averages, grid, count = split.pixel_means, split.grid_images, split.num_examples
+  np.testing.assert_array_equal(ifgan_task.target_face_table("class_pixel_mean", split),
+                                averages[:, None])
   unit = examples["image"].astype(np.float64) / 128 + 1 / 256 - 1  # bin centres in [-1, 1)
   for label in range(CLASSES):
     np.testing.assert_allclose(averages[label], unit[examples["label"] == label].mean(axis=0),
@@ -160,7 +164,7 @@ def test_one_step_lowers_the_discriminators_loss_on_its_batch_and_moves_every_ga
   state = task.init_state(batch, jax.random.PRNGKey(0))
   assert set(gammas(state.params).values()) == {0.0}
   x = ifgan_task.unit_images(batch["image"])
-  targets = state.extra["average_faces"][batch["label"]]
+  targets = ifgan.target_faces(state.extra["target_faces"], batch["label"])
   generated = task._apply(state.params, x, method="generate")
   before = task.discriminator_loss(state.params, x, targets, generated)
   stepped, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1))
@@ -220,8 +224,8 @@ def test_resume_equals_an_uninterrupted_run_and_evaluate_reads_the_workdir(tmp_p
                                full_writer.scalars[step]["train/loss"], rtol=1e-6)
   # launch.evaluate's path: the family's trained model, scored by class_logits alone.
   trained = tasks.load_trained(str(tmp_path / "full"))
-  np.testing.assert_array_equal(trained.variables["constants"]["average_faces"],
-                                full.state.extra["average_faces"])
+  np.testing.assert_array_equal(trained.variables["constants"]["target_faces"],
+                                full.state.extra["target_faces"])
   report = analysis.evaluate(trained.model, trained.variables,
                              batches_lib.array_batches(examples, 8), n_bits=8,
                              class_names=CLASS_NAMES, rng=jax.random.PRNGKey(0))
