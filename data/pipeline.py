@@ -18,9 +18,8 @@ streaming shuffle buffer replays the epoch up to the saved position on every res
 Evaluation (`eval_batches`) is one ordered pass over the process's shard in fixed-size,
 masked batches.
 
-Batches hold "image" and "label"; `features` names any other numeric features of the elements to
-carry along (e.g. synthetic faces' "intensity", for a model whose training target depends on
-it).
+Training batches hold "image" and "label" and any other numeric `features` of the elements
+asked for (e.g. synthetic faces' "intensity", for a model whose training target depends on it).
 """
 
 from __future__ import annotations
@@ -146,21 +145,20 @@ class TrainIterator:
 
 
 def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
-                 process_index: Optional[int] = None, process_count: Optional[int] = None,
-                 features: Sequence[str] = ()) -> Iterator[dict[str, np.ndarray]]:
+                 process_index: Optional[int] = None,
+                 process_count: Optional[int] = None) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this process's shard, in dataset order, in batches of exactly `batch_size`.
 
-  Batches hold "image", "label", "subject" (str), "mask" (bool) and each of `features`. Rows
-  past the end are padding (zeros, subject "") with mask False and must be left out of metrics.
+  Batches hold "image", "label", "subject" (str) and "mask" (bool). Rows past the end are
+  padding (zero image, label 0, subject "") with mask False and must be left out of metrics.
   Every process yields the same number of batches, enough for the largest shard, so that SPMD
   evaluation steps stay in lockstep.
   """
   process_index, process_count = _process(process_index, process_count)
   if not (_is_integer(batch_size) and batch_size > 0):
     raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-  _check_elements(dataset, features)
-  spec = dataset.element_spec
-  image_shape = tuple(spec["image"].shape)
+  _check_elements(dataset)
+  image_shape = tuple(dataset.element_spec["image"].shape)
   num_batches = math.ceil(math.ceil(_count(dataset) / process_count) / batch_size)
   batches = (dataset.shard(process_count, process_index).batch(batch_size)
              .prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
@@ -169,13 +167,11 @@ def eval_batches(dataset: tf.data.Dataset, *, batch_size: int,
     padded = {"image": np.zeros((batch_size, *image_shape), np.uint8),
               "label": np.zeros(batch_size, np.int32),
               "subject": np.full(batch_size, "", dtype=object),
-              "mask": np.zeros(batch_size, bool),
-              **{name: np.zeros((batch_size, *spec[name].shape), spec[name].dtype.as_numpy_dtype)
-                 for name in features}}
+              "mask": np.zeros(batch_size, bool)}
     if batch is not None:
       size = len(batch["label"])
-      for key in ("image", "label", *features):
-        padded[key][:size] = batch[key]
+      padded["image"][:size] = batch["image"]
+      padded["label"][:size] = batch["label"]
       padded["mask"][:size] = True
       if "subject" in batch:
         padded["subject"][:size] = [subject.decode() for subject in batch["subject"]]

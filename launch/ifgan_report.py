@@ -3,12 +3,13 @@ ground truth:
 
     python -m launch.ifgan_report --workdir=W
 
-The run's test split redrawn at peak frames and at all intensities
-(`flaxflow.analysis.ifgan_ground_truth`), scored by `flaxflow.tasks.ifgan.ground_truth_metrics`
-with E's diagnostics: the numbers of the run's final metrics, recomputed from its checkpoint
-(any --step). Also each target face's share of the true expression change on the training
-split, and a grid PNG (--figure): per class three peak-frame test inputs, G(input) and the
-ground truth, then the class's target face at full intensity.
+The run's test people's images at peak frames and at all intensities
+(`flaxflow.analysis.ifgan_ground_truth.face_sets`), scored by the independent readers
+(`flaxflow.scoring`) through `flaxflow.tasks.ifgan.ground_truth_metrics` with E's diagnostics:
+the numbers of the run's final metrics, recomputed from its checkpoint (any --step). Also each
+target face's share of the true expression change on the training split, and for IF-GAN a grid
+PNG (--figure): per class three peak-frame test inputs, G(input) and the ground truth, then the
+class's target face at full intensity.
 
 Writes WORKDIR/analysis/ifgan_report.json.
 """
@@ -16,8 +17,9 @@ Writes WORKDIR/analysis/ifgan_report.json.
 import numpy as np
 from absl import app, flags
 
-from flaxflow import analysis
+from flaxflow import analysis, scoring
 from flaxflow.analysis import ifgan_ground_truth as truth_lib
+from flaxflow.data.synthetic_faces import factors
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.launch import faces, research, runs
 
@@ -49,18 +51,15 @@ def main(argv) -> None:
   if not ifgan_task.is_synthetic_faces(run.config):
     raise ValueError(f"--workdir={research.WORKDIR.value}: a run on {run.config.dataset}; only "
                      "synthetic_faces has ground truth")
-  test = faces.split_with_factors(run.config, run.config.eval_split)
-  train = faces.split_with_factors(run.config, "train")
-  class_names = list(runs.load_split(run.config, "train")[1].class_names)
-  truth = ifgan_task.ground_truth_of(test, train, len(class_names))
+  build = faces.scoring_build(run.config)
+  truth = ifgan_task.ground_truth_of(build, faces.scoring_readers(run.config),
+                                     run.config.eval_split)
   inference = ifgan_task.Inference(run.model, run.config.eval_batch_size)
   report = {"workdir": research.WORKDIR.value, "step": run.step,
             "split": run.config.eval_split, "target_face": run.config.target_face,
-            "target_shares": ifgan_task.target_face_shares(ifgan_task.summarize_training_split(
-                analysis.array_batches(train, 512), class_names, 1,
-                keep=("image", "label", *truth_lib.FACTOR_FEATURES))),
+            "target_shares": ifgan_task.target_face_shares(build),
             **ifgan_task.ground_truth_metrics(inference, run.variables, truth, diagnostics=True)}
-  for regime in truth_lib.REGIMES:
+  for regime in scoring.COLUMNS:
     print(f"{regime}: " + " ".join(f"{name}={value:.4f}"
                                    for name, value in sorted(report[regime].items())))
   for target_face, shares in report["target_shares"].items():
@@ -74,7 +73,7 @@ def main(argv) -> None:
     columns = [f"{name} {index + 1}" for index in range(_GRID_INPUTS.value)
                for name in ("input", "G(input)", "truth")] + ["target face"]
     analysis.save_image_table(figure, grid(peak, generated, targets, _GRID_INPUTS.value),
-                              class_names, columns, f"{run.config.dataset} "
+                              list(factors.CLASS_NAMES), columns, f"{run.config.dataset} "
                               f"{run.config.eval_split} at peak frames, step {run.step}")
     print(f"wrote {figure}")
   print(f"wrote {research.write_json(research.output_path(_RUN, 'ifgan_report.json'), report)}")

@@ -188,27 +188,32 @@ def check_training_config(config: ml_collections.ConfigDict) -> None:
 
 def train_into_workdir(config: ml_collections.ConfigDict, workdir: Workdir, train_set: Any,
                        *, image_shape: Sequence[int], class_names: Sequence[str],
-                       eval_batches: Optional[Callable[[], Iterable[dict]]] = None
+                       eval_batches: Optional[Callable[[], Iterable[dict]]] = None,
+                       synthetic_faces: Optional[Callable[[], Any]] = None
                        ) -> loop.TrainResult:
   """Trains `config.model` on the `tf.data` examples `train_set` into `workdir` (config.json,
   checkpoints, samples, TensorBoard, final metrics), resuming a run of the same config left
-  there; `eval_batches` must carry `tasks.batch_features(config)`; a run stopped by SIGTERM
-  raises `checkpointing.Preempted` once its checkpoint is saved. Every config field is checked,
-  and the workdir locked and its config compared, before anything in it is written."""
+  there; a family that scores itself against ground truth while it trains gets
+  `synthetic_faces` (`tasks.takes_synthetic_faces`), and its training batches carry
+  `tasks.batch_features(config)`; a run stopped by SIGTERM raises `checkpointing.Preempted` once
+  its checkpoint is saved. Every config field is checked, and the workdir locked and its config
+  compared, before anything in it is written."""
   check_training_config(config)
   mesh = parallel.make_mesh()
   config_checks.multiple_of(config, "batch_size", mesh.size, f"the {mesh.size} devices")
-  features = tasks.batch_features(config)
+  options = ({"synthetic_faces": synthetic_faces}
+             if synthetic_faces is not None and tasks.takes_synthetic_faces(config) else {})
   task = tasks.family_of(config).create_task(
       config, mesh, image_shape=image_shape, class_names=class_names, eval_batches=eval_batches,
-      train_batches=lambda: pipeline.eval_batches(train_set, batch_size=config.eval_batch_size,
-                                                  features=features))
+      train_batches=lambda: pipeline.eval_batches(train_set, batch_size=config.eval_batch_size),
+      **options)
   workdir.check_is_folder()
   with workdir.lock() if parallel.is_primary() else contextlib.nullcontext():
     workdir.check_config_matches(config)
     train_iterator = pipeline.TrainIterator(train_set, global_batch_size=config.batch_size,
                                             sharding=parallel.batch_sharding(mesh),
-                                            seed=config.seed, features=features)
+                                            seed=config.seed,
+                                            features=tasks.batch_features(config))
     writer = create_writer(workdir)
     try:
       result = loop.train(task, config, train_iterator=train_iterator, workdir=workdir,

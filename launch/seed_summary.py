@@ -22,7 +22,7 @@ from typing import Dict
 import numpy as np
 from absl import app, flags
 
-from flaxflow import analysis, tasks
+from flaxflow import analysis, scoring, tasks
 from flaxflow.analysis import ifgan_ground_truth as truth_lib
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.workdir import Workdir
@@ -52,7 +52,7 @@ def metric_summary(runs_by_seed: Dict[int, Workdir]) -> dict:
   evals = [runs_by_seed[seed].read_final_metrics()["eval"] for seed in sorted(runs_by_seed)]
   summary = {"seeds": sorted(runs_by_seed),
              "accuracy": analysis.summarize([metrics["accuracy"] for metrics in evals])}
-  for regime in truth_lib.REGIMES:
+  for regime in scoring.COLUMNS:
     if all(regime in metrics for metrics in evals):
       summary[regime] = {name: analysis.summarize([metrics[regime][name] for metrics in evals])
                          for name in evals[0][regime]}
@@ -72,9 +72,7 @@ def paired_tests(found: Dict[str, Dict[int, Workdir]], baseline: str) -> dict:
   against `baseline` (first: the variant, second: the baseline)."""
   some_run = next(iter(found[baseline].values()))
   config = some_run.read_config()
-  test = faces.split_with_factors(config, config.eval_split)
-  sets = truth_lib.regime_sets(test["identity"], test["label"], test["nuisance"],
-                               test["image"].shape[1])
+  sets = truth_lib.face_sets(faces.scoring_build(config), config.eval_split)
   correct = {variant: {seed: correct_predictions(run, sets) for seed, run in by_seed.items()}
              for variant, by_seed in found.items()}
   majority = lambda by_seed, regime: np.mean([value[regime] for value in by_seed.values()],
@@ -104,12 +102,12 @@ def main(argv) -> None:
   summary = {"variants": {variant: metric_summary(by_seed) for variant, by_seed in found.items()}}
   for variant, scores in summary["variants"].items():
     line = f"{variant} (seeds {scores['seeds']}): split accuracy {_percent(scores['accuracy'])}"
-    for regime in truth_lib.REGIMES:
+    for regime in scoring.COLUMNS:
       if regime in scores:
         line += f"; {regime} accuracy {_percent(scores[regime]['accuracy'])}"
     print(line)
   if _BASELINE.value in found and all(regime in summary["variants"][_BASELINE.value]
-                                      for regime in truth_lib.REGIMES):
+                                      for regime in scoring.COLUMNS):
     summary["against_" + _BASELINE.value] = paired_tests(found, _BASELINE.value)
     for variant, regimes in summary["against_" + _BASELINE.value].items():
       for regime, test in regimes.items():

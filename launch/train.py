@@ -12,10 +12,9 @@ import os
 
 from absl import app, logging
 
-from flaxflow import tasks
 from flaxflow.data import pipeline
 from flaxflow.workdir import Workdir, flatten
-from flaxflow.launch import runs
+from flaxflow.launch import faces, runs
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "default.py")
@@ -32,11 +31,16 @@ def main(argv) -> None:
   runs.start_devices()
   train_set, info = runs.load_split(config, "train")
   eval_set, _ = runs.load_split(config, config.eval_split)
+  # On synthetic faces a family may score itself against ground truth while it trains (IF-GAN):
+  # the build's independent readers are fitted on first use (about a minute, then
+  # cached).
+  synthetic_faces = ((lambda: (faces.scoring_build(config), faces.scoring_readers(config)))
+                     if faces.is_synthetic_faces(config.dataset) else None)
   result = runs.train_into_workdir(
       config, Workdir(_WORKDIR.value), train_set, image_shape=info.image_shape,
       class_names=info.class_names,
-      eval_batches=lambda: pipeline.eval_batches(eval_set, batch_size=config.eval_batch_size,
-                                                 features=tasks.batch_features(config)))
+      eval_batches=lambda: pipeline.eval_batches(eval_set, batch_size=config.eval_batch_size),
+      synthetic_faces=synthetic_faces)
   if result.eval_metrics:
     logging.info("final %s %s: %s", config.dataset, config.eval_split, " ".join(
         f"{name}={value:.4f}" for name, value in sorted(flatten(result.eval_metrics).items())))

@@ -1,10 +1,11 @@
 """IF-GAN against the synthetic faces' ground truth: the target faces G is trained towards, how
-much of the true expression change each keeps, and what G removes and keeps on test people.
+much of the true expression change each keeps, and the test faces it is judged on.
 
 What an ideal G draws for an input is known here: the average person (`mean_identity`), upright,
 evenly lit and noiseless, with the input's expression at the input's intensity (the "average
-identity" render). The paper's target, the per-class pixel mean of the training faces, is a
-blur of it: the mean over people, poses, lights and intensities. The targets (`TARGET_FACES`):
+identity" render, `scoring.average_identity_renders`). The paper's target, the per-class pixel
+mean of the training faces, is a blur of it: the mean over people, poses, lights and
+intensities. The targets (`TARGET_FACES`):
 
 * "class_pixel_mean": the paper's, the pixel mean of each class's training images;
 * "aligned_peak_class_mean": the paper's with its preprocessing: the mean of each class's
@@ -16,30 +17,25 @@ blur of it: the mean over people, poses, lights and intensities. The targets (`T
 Each is a table (classes, levels, H, W, C) in [-1, 1]; a class target has one level, and
 `flaxflow.gan.ifgan.target_faces` picks an image's target from its label and intensity.
 
-Test faces are scored in two regimes (`REGIMES`): the test split's people, expressions, poses and
-lights, redrawn at intensities uniform in (0.7, 1] ("peak", the papers' peak frames) and in
-(0, 1] ("all_intensities"), the same draw for every run, so that runs can be compared image by
-image.
+Test faces (`face_sets`) are a split's own images in two regimes (`scoring.COLUMNS`): as the
+build with peak frames draws them (intensities in (0.7, 1], "peak") and as the build with every
+intensity does ("all_intensities"); the two differ only in how strongly each face shows its
+expression, and every run is judged on the same images whichever build it trained on.
 """
 
 import dataclasses
-from typing import Callable, Dict, Mapping, Tuple
+from typing import Dict, Mapping
 
 import numpy as np
 from scipy import stats
 
-from flaxflow.analysis import ground_truth
+from flaxflow import scoring
 from flaxflow.data.synthetic_faces import factors, renderer
 
 TARGET_FACES = ("class_pixel_mean", "aligned_peak_class_mean", "average_identity")
-PEAK_INTENSITY = 0.7
-REGIMES = {"peak": PEAK_INTENSITY, "all_intensities": 0.0}  # name: lowest intensity
+PEAK_INTENSITY = scoring.PEAK_INTENSITIES[0]
 INTENSITY_LEVELS = 17  # Linear interpolation between them is within 1e-4 L1 of the render.
-# The numeric features of a synthetic face that the targets and the test sets are drawn from.
-FACTOR_FEATURES = ("identity", "intensity", "nuisance")
-
-Images = np.ndarray
-Reader = Callable[[np.ndarray], np.ndarray]
+NUM_CLASSES = len(factors.CLASS_NAMES)
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -47,48 +43,39 @@ def to_unit(images: np.ndarray) -> np.ndarray:
   return (np.asarray(images, np.float32) + 0.5) / 128.0 - 1.0
 
 
-def average_identity_renders(labels: np.ndarray, intensities: np.ndarray,
-                             side: int) -> np.ndarray:
-  """uint8 (N, side, side, 1): the average person, upright, evenly lit and noiseless, with each
-  expression at its intensity: what an ideal IF-GAN generator draws."""
-  count = len(labels)
-  return renderer.render(np.tile(factors.mean_identity(), (count, 1)), np.asarray(labels),
-                         np.asarray(intensities, np.float32),
-                         np.tile(factors.NEUTRAL_NUISANCE, (count, 1)), side)
-
-
-def average_identity_table(num_classes: int, side: int,
-                           levels: int = INTENSITY_LEVELS) -> np.ndarray:
-  """float32 (classes, levels, side, side, 1) in [-1, 1): every class's average-identity render
-  at `levels` intensities evenly from 0 to 1 (neutral at 0 throughout)."""
-  intensities = np.tile(np.linspace(0, 1, levels, dtype=np.float32), num_classes)
-  labels = np.repeat(np.arange(num_classes), levels)
-  intensities[labels == factors.NEUTRAL] = 0.0
-  renders = average_identity_renders(labels, intensities, side)
-  return to_unit(renders).reshape(num_classes, levels, side, side, 1)
-
-
-def aligned_peak_class_means(identity: np.ndarray, labels: np.ndarray, intensities: np.ndarray,
-                             side: int, num_classes: int,
-                             peak_intensity: float = PEAK_INTENSITY) -> np.ndarray:
-  """float32 (classes, 1, side, side, 1) in [-1, 1): per class, the mean of its training faces
-  at intensity >= `peak_intensity` (every neutral one), each re-rendered upright, evenly lit and
-  noiseless (the paper's faces are aligned on the eyes and nose before averaging)."""
-  peak = (intensities >= peak_intensity) | (labels == factors.NEUTRAL)
-  missing = [label for label in range(num_classes) if not np.any(peak & (labels == label))]
-  if missing:
-    raise ValueError(f"the training split has no peak-frame (intensity >= {peak_intensity}) "
-                     f"images of classes {missing}: the aligned peak targets need some of each")
-  aligned = to_unit(renderer.render(
-      identity[peak], labels[peak], intensities[peak],
-      np.tile(factors.NEUTRAL_NUISANCE, (int(peak.sum()), 1)), side))
-  return np.stack([aligned[labels[peak] == label].mean(axis=0)
-                   for label in range(num_classes)])[:, None].astype(np.float32)
-
-
 def full_intensities(labels: np.ndarray) -> np.ndarray:
   """float32 (N,): 1 for every expression, 0 for neutral."""
   return np.where(np.asarray(labels) == factors.NEUTRAL, 0.0, 1.0).astype(np.float32)
+
+
+def average_identity_table(side: int, levels: int = INTENSITY_LEVELS) -> np.ndarray:
+  """float32 (classes, levels, side, side, 1) in [-1, 1): every class's average-identity render
+  at `levels` intensities evenly from 0 to 1 (neutral at 0 throughout)."""
+  intensities = np.tile(np.linspace(0, 1, levels, dtype=np.float32), NUM_CLASSES)
+  labels = np.repeat(np.arange(NUM_CLASSES), levels)
+  intensities[labels == factors.NEUTRAL] = 0.0
+  renders = scoring.average_identity_renders(labels, intensities, side)
+  return to_unit(renders).reshape(NUM_CLASSES, levels, side, side, 1)
+
+
+def aligned_peak_class_means(drawn: factors.Factors, side: int,
+                             peak_intensity: float = PEAK_INTENSITY) -> np.ndarray:
+  """float32 (classes, 1, side, side, 1) in [-1, 1): per class, the mean of the faces of `drawn`
+  (the training split's factors) at intensity >= `peak_intensity` (every neutral one), each
+  re-rendered upright, evenly lit and noiseless (the paper aligns its faces on the eyes and
+  nose before averaging)."""
+  labels = drawn.expression
+  peak = (drawn.intensity >= peak_intensity) | (labels == factors.NEUTRAL)
+  missing = [factors.CLASS_NAMES[label] for label in range(NUM_CLASSES)
+             if not np.any(peak & (labels == label))]
+  if missing:
+    raise ValueError(f"the training split has no peak-frame (intensity >= {peak_intensity}) "
+                     f"images of {', '.join(missing)}: the aligned peak targets need some of each")
+  aligned = to_unit(renderer.render(
+      drawn.identity[peak], labels[peak], drawn.intensity[peak],
+      np.tile(factors.NEUTRAL_NUISANCE, (int(peak.sum()), 1)), side))
+  return np.stack([aligned[labels[peak] == label].mean(axis=0)
+                   for label in range(NUM_CLASSES)])[:, None].astype(np.float32)
 
 
 def expression_change_share(targets: np.ndarray, truths: np.ndarray,
@@ -112,56 +99,42 @@ def expression_change_share(targets: np.ndarray, truths: np.ndarray,
 @dataclasses.dataclass(frozen=True)
 class FaceSet:
   """Test faces with what an ideal G draws for each: uint8 "image" and "truth" (N, H, W, 1),
-  "label", "intensity" and "person" (an index among the set's people), each (N,)."""
-  image: Images
-  truth: Images
+  "label", "intensity" and "person" (an index among the split's people), each (N,)."""
+  image: np.ndarray
+  truth: np.ndarray
   label: np.ndarray
   intensity: np.ndarray
   person: np.ndarray
 
 
-def regime_intensities(labels: np.ndarray, lowest: float, seed: int = 0) -> np.ndarray:
-  """float32 (N,): for each non-neutral label an intensity uniform in (`lowest`, 1], from one
-  uniform draw per image that every regime shares (so an image is at its peak frame's
-  intensity order in every regime); 0 for neutral."""
-  draw = np.random.default_rng(seed).random(len(labels))
-  return np.where(np.asarray(labels) == factors.NEUTRAL, 0.0,
-                  1.0 - draw * (1.0 - lowest)).astype(np.float32)
-
-
-def persons(identity: np.ndarray) -> np.ndarray:
-  """(N,): each row's index among the distinct identity vectors, in order of appearance."""
-  _, first, inverse = np.unique(identity, axis=0, return_index=True, return_inverse=True)
-  order = np.argsort(np.argsort(first))
-  return order[inverse.reshape(-1)]
-
-
-def regime_sets(identity: np.ndarray, labels: np.ndarray, nuisance: np.ndarray,
-                side: int) -> Dict[str, FaceSet]:
-  """{regime: FaceSet} of the faces with these factors, redrawn at each regime's intensities."""
-  labels = np.asarray(labels)
+def face_sets(build: scoring.FaceBuild, split: str) -> Dict[str, FaceSet]:
+  """{regime: FaceSet} of `scoring.COLUMNS`: the images of `split` as the build of that
+  regime's lowest intensity draws them, with their average-identity renders."""
   sets = {}
-  for name, lowest in REGIMES.items():
-    intensity = regime_intensities(labels, lowest)
-    sets[name] = FaceSet(
-        image=renderer.render(identity, labels, intensity, nuisance, side),
-        truth=average_identity_renders(labels, intensity, side), label=labels,
-        intensity=intensity, person=persons(identity))
+  for regime, (lowest, _) in scoring.COLUMNS.items():
+    drawn = build.dataset_factors(split, lowest)
+    sets[regime] = FaceSet(
+        image=renderer.render(*drawn.as_render_args(), build.image_size),
+        truth=scoring.average_identity_renders(drawn.expression, drawn.intensity,
+                                               build.image_size),
+        label=drawn.expression, intensity=drawn.intensity,
+        person=np.repeat(np.arange(len(build.people(split))), build.images_per_subject))
   return sets
 
 
-def identity_grid(people: np.ndarray, nuisance: np.ndarray, num_classes: int, lowest: float,
-                  side: int, seed: int = 1) -> np.ndarray:
+def identity_grid(people: np.ndarray, nuisance: np.ndarray, lowest: float, side: int,
+                  seed: int = 0) -> np.ndarray:
   """uint8 (classes * poses, people, side, side, 1): every person of `people` (K, identity)
   with every expression under every pose of `nuisance` (poses, nuisance); within a row only the
-  person changes (one intensity per row, uniform in (`lowest`, 1])."""
-  rows = num_classes * len(nuisance)
-  labels = np.repeat(np.arange(num_classes), len(nuisance))
-  intensity = regime_intensities(labels, lowest, seed)
+  person changes (one intensity per row, uniform in (`lowest`, 1], from `seed`)."""
+  rows = NUM_CLASSES * len(nuisance)
+  labels = np.repeat(np.arange(NUM_CLASSES), len(nuisance))
+  draw = np.random.default_rng(seed).random(rows)
+  intensity = np.where(labels == factors.NEUTRAL, 0.0, 1.0 - draw * (1.0 - lowest))
   count = len(people)
-  poses = np.tile(nuisance, (num_classes, 1))
   images = renderer.render(np.tile(people, (rows, 1)), np.repeat(labels, count),
-                           np.repeat(intensity, count), np.repeat(poses, count, axis=0), side)
+                           np.repeat(intensity, count).astype(np.float32),
+                           np.repeat(np.tile(nuisance, (NUM_CLASSES, 1)), count, axis=0), side)
   return images.reshape(rows, count, side, side, 1)
 
 
@@ -191,20 +164,14 @@ def other_class_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:
   return chosen
 
 
-def other_labels(labels: np.ndarray, num_classes: int, seed: int = 0) -> np.ndarray:
+def other_labels(labels: np.ndarray, seed: int = 0) -> np.ndarray:
   """(N,): for each label a random other class (the same draw every time)."""
-  offsets = np.random.default_rng(seed).integers(1, num_classes, len(labels))
-  return (np.asarray(labels) + offsets) % num_classes
+  offsets = np.random.default_rng(seed).integers(1, NUM_CLASSES, len(labels))
+  return (np.asarray(labels) + offsets) % NUM_CLASSES
 
 
 def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
   return float(np.mean(np.asarray(predicted) == np.asarray(labels)))
-
-
-def against_truth(images: np.ndarray, truth: np.ndarray) -> Tuple[float, float]:
-  """(mean L1 in [0, 1], mean SSIM) of uint8 `images` against the average-identity `truth`."""
-  return (float(ground_truth.l1_errors(images, truth).mean()),
-          float(ground_truth.ssim_scores(images, truth).mean()))
 
 
 def mcnemar(first_correct: np.ndarray, second_correct: np.ndarray) -> Mapping[str, float]:

@@ -8,18 +8,20 @@ Each family's module declares `MODEL_NAMES` and gives:
     `loop.Task` that trains `config.model` on data of `image_shape` and `class_names`, failing
     with the config fields to change when the two do not match; `train_batches()` is one pass
     over the training split for a family that needs one before training (IF-GAN's average
-    faces);
+    faces); a family that scores itself against ground truth while it trains (IF-GAN)
+    also takes `synthetic_faces` (`takes_synthetic_faces`);
   `load_trained(workdir, step, use_ema, mesh)`: the trained model of a finished or running run;
   `init_variables(config, rng)`: the variables of `config.model` (for checks of a config);
 and may give
   `batch_features(config)`: the dataset's features beyond image and label that its training
-    and held-out batches must carry (IF-GAN's per-image target intensity on synthetic faces).
+    batches must carry (the intensity of IF-GAN's per-image target).
 The families that transfer expressions (flows, DECGAN) also give
   `transfer_methods(run, train_batches, class_names, shift)`: {condition set:
     `flaxflow.scoring.Method`}, the headline first, for a trained run; `train_batches()` is one
     pass over its training split, `shift` a flow's `analysis.generation.LatentShift`.
 """
 
+import inspect
 from types import ModuleType
 from typing import Optional, Tuple
 
@@ -47,8 +49,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   family_of(config).check_config(config)
 
 
+def takes_synthetic_faces(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config`'s family scores itself against ground truth while it trains: its
+  `create_task` then takes `synthetic_faces` (the run's synthetic-faces build and independent
+  readers, `flaxflow.tasks.ifgan.SyntheticFaces`)."""
+  return "synthetic_faces" in inspect.signature(family_of(config).create_task).parameters
+
+
 def batch_features(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
-  """The features beyond image and label that `config`'s family reads from its batches."""
+  """The features beyond image and label that `config`'s family reads from its training
+  batches."""
   family = family_of(config)
   return tuple(family.batch_features(config)) if hasattr(family, "batch_features") else ()
 

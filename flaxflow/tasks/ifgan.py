@@ -23,7 +23,7 @@ split's own accuracy.
 
 import dataclasses
 import math
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +35,11 @@ from clu import periodic_actions
 from jax.experimental import multihost_utils
 
 from flaxflow import (checkpointing, config_checks, images, loop, models, objectives, optimization,
-                      parallel)
+                      parallel, scoring)
 from flaxflow.analysis import batches as batches_lib
-from flaxflow.analysis import evaluation, ground_truth
+from flaxflow.analysis import evaluation
 from flaxflow.analysis import ifgan_ground_truth as truth_lib
+from flaxflow.data.synthetic_faces import renderer
 from flaxflow.gan import adversarial, ifgan
 from flaxflow.models.capabilities import check_model_matches_data
 from flaxflow.tasks import flow
@@ -53,6 +54,8 @@ CENTRES = "centres"
 LOSS_WEIGHTS = ("gan_weight", "l1_weight", "softmax_weight", "island_weight")
 LOSS_SWITCHES = ("classifier_real_pair", "classifier_trains_generator")
 IDENTITY_POSES = 4  # Poses of the identity grid (`ifgan_ground_truth.identity_grid`).
+# A synthetic-faces run's build and independent readers, made when asked for.
+SyntheticFaces = Callable[[], Tuple[scoring.FaceBuild, scoring.Readers]]
 
 
 def create_model(model_config: ml_collections.ConfigDict):
@@ -71,8 +74,9 @@ def is_synthetic_faces(config: ml_collections.ConfigDict) -> bool:
 
 
 def batch_features(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
-  """On synthetic faces, the factors the targets and the ground-truth scoring are drawn from."""
-  return truth_lib.FACTOR_FEATURES if is_synthetic_faces(config) else ()
+  """IF-GAN's per-image target reads each training image's intensity from its batch."""
+  per_image = config.model.name == "ifgan" and config.target_face == "average_identity"
+  return ("intensity",) if per_image else ()
 
 
 def unit_images(images: Array) -> Array:
@@ -120,35 +124,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   optimization.check_optimizer_config(config.optimizer)
 
 
-def _gathered_rows(parts: Sequence[Mapping[str, np.ndarray]],
-                   keys: Sequence[str]) -> Dict[str, np.ndarray]:
-  """The real rows of padded batches `parts` (with "mask"), `keys` only, over every process:
-  each process holds as many batches as the others (`data.pipeline.eval_batches`), so their
-  padded arrays gather whole."""
-  rows = {key: np.concatenate([part[key] for part in parts]) for key in (*keys, "mask")}
-  if jax.process_count() > 1:
-    rows = {key: np.asarray(multihost_utils.process_allgather(value)).reshape(
-        -1, *value.shape[1:]) for key, value in rows.items()}
-  keep = rows.pop("mask").astype(bool)
-  return {key: value[keep] for key, value in rows.items()}
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainingSplit:
-  """What one pass over the training split gives: each class's "pixel_means" (the pixel mean of
-  its images, in [-1, 1], over every process's shard), "grid_images" (uint8, the first
-  `per_class` images of each class on this process, fewer repeated), the number of examples,
-  and "rows": every image, label and feature asked for (over every process), else empty."""
+  """What one pass over the training split gives: each class's pixel mean (in [-1, 1], over
+  every process's shard), the first `per_class` images of each class on this process (uint8,
+  for sample grids; fewer are repeated), and the number of examples."""
   pixel_means: np.ndarray
   grid_images: np.ndarray
   num_examples: int
-  rows: Dict[str, np.ndarray]
 
 
 def summarize_training_split(batches: Iterable[batches_lib.Batch], class_names: Sequence[str],
-                             per_class: int, keep: Sequence[str] = ()) -> TrainingSplit:
-  """One pass over the training split's padded batches; `keep` names what "rows" holds."""
-  sums, counts, kept, parts = None, np.zeros(len(class_names)), [[] for _ in class_names], []
+                             per_class: int) -> TrainingSplit:
+  """One pass over the training split's batches (padded ones with a "mask")."""
+  sums, counts, kept = None, np.zeros(len(class_names)), [[] for _ in class_names]
   for batch in batches:
     real = batches_lib.real_rows(batch)
     pictures, labels = np.asarray(batch["image"])[real], np.asarray(batch["label"])[real]
@@ -159,8 +148,6 @@ def summarize_training_split(batches: Iterable[batches_lib.Batch], class_names: 
     for picture, label in zip(pictures, labels):
       if len(kept[label]) < per_class:
         kept[label].append(picture)
-    if keep:
-      parts.append({key: np.asarray(batch[key]) for key in (*keep, "mask")})
   if sums is None:
     raise ValueError("the training split has no examples")
   if jax.process_count() > 1:
@@ -174,44 +161,45 @@ def summarize_training_split(batches: Iterable[batches_lib.Batch], class_names: 
   grid_images = np.stack([np.resize(np.stack(class_images), (per_class, *sums.shape[1:]))
                           if class_images else np.zeros((per_class, *sums.shape[1:]), np.uint8)
                           for class_images in kept]).astype(np.uint8)
-  return TrainingSplit(means, grid_images, int(counts.sum()),
-                       _gathered_rows(parts, keep) if keep else {})
+  return TrainingSplit(means, grid_images, int(counts.sum()))
 
 
-def target_face_table(target_face: str, split: TrainingSplit) -> np.ndarray:
+def target_face_table(target_face: str, pixel_means: np.ndarray,
+                      build: Optional[scoring.FaceBuild] = None) -> np.ndarray:
   """float32 (classes, levels, H, W, C) in [-1, 1]: the targets of `target_face`
-  (`ifgan_ground_truth.TARGET_FACES`), from the training split (whose "rows" hold the image,
-  label and factors for any target but the pixel mean)."""
-  num_classes, side = split.pixel_means.shape[0], split.pixel_means.shape[1]
+  (`ifgan_ground_truth.TARGET_FACES`): the training split's `pixel_means` (classes, H, W, C), or
+  drawn from the synthetic-faces `build`."""
   if target_face == "class_pixel_mean":
-    return split.pixel_means[:, None]
+    return pixel_means[:, None]
+  if target_face not in truth_lib.TARGET_FACES:
+    raise ValueError(f"target_face={target_face!r}: expected one of "
+                     f"{', '.join(truth_lib.TARGET_FACES)}")
+  if build is None:
+    raise ValueError(f"target_face={target_face!r} is drawn from a synthetic-faces build; none "
+                     "was given")
   if target_face == "aligned_peak_class_mean":
-    rows = split.rows
-    return truth_lib.aligned_peak_class_means(rows["identity"], rows["label"], rows["intensity"],
-                                              side, num_classes)
-  if target_face == "average_identity":
-    return truth_lib.average_identity_table(num_classes, side)
-  raise ValueError(f"target_face={target_face!r}: expected one of "
-                   f"{', '.join(truth_lib.TARGET_FACES)}")
+    return truth_lib.aligned_peak_class_means(build.dataset_factors("train"), build.image_size)
+  return truth_lib.average_identity_table(build.image_size)
 
 
-def target_face_shares(split: TrainingSplit) -> Dict[str, Dict[str, float]]:
-  """Per target face, its share of the true expression change on the training split whose
-  "rows" hold images, labels and factors (`ifgan_ground_truth.expression_change_share`):
-  against each image's own average-identity render ("own_intensity", 1 for the ideal target)
-  and against the render at full intensity ("full_intensity")."""
-  rows = split.rows
-  side = rows["image"].shape[1]
-  truths = {name: truth_lib.to_unit(truth_lib.average_identity_renders(rows["label"],
-                                                                       intensities, side))
-            for name, intensities in (("own_intensity", rows["intensity"]),
-                                      ("full_intensity",
-                                       truth_lib.full_intensities(rows["label"])))}
+def target_face_shares(build: scoring.FaceBuild) -> Dict[str, Dict[str, float]]:
+  """Per target face, its share of the true expression change on the build's training split
+  (`ifgan_ground_truth.expression_change_share`): against each image's own average-identity
+  render ("own_intensity", 1 for the ideal target) and against the render at full intensity
+  ("full_intensity")."""
+  drawn, side = build.dataset_factors("train"), build.image_size
+  labels = drawn.expression
+  images = truth_lib.to_unit(renderer.render(*drawn.as_render_args(), side))
+  pixel_means = np.stack([images[labels == label].mean(axis=0)
+                          for label in range(truth_lib.NUM_CLASSES)])
+  truths = {name: truth_lib.to_unit(scoring.average_identity_renders(labels, intensities, side))
+            for name, intensities in (("own_intensity", drawn.intensity),
+                                      ("full_intensity", truth_lib.full_intensities(labels)))}
   shares = {}
   for target_face in truth_lib.TARGET_FACES:
-    targets = np.asarray(ifgan.target_faces(target_face_table(target_face, split), rows["label"],
-                                            rows["intensity"]))
-    shares[target_face] = {name: truth_lib.expression_change_share(targets, truth, rows["label"])
+    table = target_face_table(target_face, pixel_means, build)
+    targets = np.asarray(ifgan.target_faces(table, labels, drawn.intensity))
+    shares[target_face] = {name: truth_lib.expression_change_share(targets, truth, labels)
                            for name, truth in truths.items()}
   return shares
 
@@ -251,48 +239,50 @@ class Inference:
     return self.classes(variables, images)
 
 
+def _against_truth(images: np.ndarray, truth: np.ndarray) -> Tuple[float, float]:
+  """(mean L1 in [0, 1], mean SSIM) of uint8 `images` against the average-identity `truth`."""
+  return (float(scoring.metrics.l1_errors(images, truth).mean()),
+          float(scoring.metrics.ssim_scores(images, truth).mean()))
+
+
 @dataclasses.dataclass(frozen=True)
 class GroundTruth:
-  """What a synthetic-faces run is scored on: per regime (`ifgan_ground_truth.REGIMES`) the test
-  faces, their identity grid, and the references that do not depend on the model (the reader
-  on the inputs and on the ground truth, the inputs against the ground truth); the independent
-  expression reader, fitted on the training people."""
+  """What a synthetic-faces run is scored on: per regime (`scoring.COLUMNS`) the test faces,
+  their identity grid, and the references that do not depend on the model (the readers on the
+  inputs and on the ground truth, the inputs against the ground truth); the independent
+  readers and the people's reference images their identity measure compares with."""
   sets: Dict[str, truth_lib.FaceSet]
   grids: Dict[str, np.ndarray]
   references: Dict[str, Dict[str, float]]
-  reader: Callable[[np.ndarray], np.ndarray]
+  readers: scoring.Readers
+  people: scoring.Drawn
+
+  def nearest_person_rate(self, images: np.ndarray, faces: truth_lib.FaceSet) -> float:
+    """How often the identity measure names each face's own person in `images` (chance 1/K)."""
+    return truth_lib.accuracy(self.readers.nearest_people(images, self.people), faces.person)
 
 
-def expression_reader(images: np.ndarray, labels: np.ndarray) -> Callable[[np.ndarray],
-                                                                         np.ndarray]:
-  """An expression classifier independent of the model: gradient histograms and logistic
-  regression (`analysis.ground_truth`) fitted on uint8 `images` of the training people."""
-  classifier = ground_truth.fit_expression_classifier(images, labels)
-  return lambda faces: ground_truth.predict_expressions(classifier, faces)
-
-
-def ground_truth_of(test_rows: Mapping[str, np.ndarray], train_rows: Mapping[str, np.ndarray],
-                    num_classes: int) -> GroundTruth:
-  """`GroundTruth` of the test split's factors ("label" and `ifgan_ground_truth.FACTOR_FEATURES`)
-  with a reader fitted on the training split's "image" and "label"."""
-  side = train_rows["image"].shape[1]
-  reader = expression_reader(train_rows["image"], train_rows["label"])
-  sets = truth_lib.regime_sets(test_rows["identity"], test_rows["label"], test_rows["nuisance"],
-                               side)
-  first = np.unique(truth_lib.persons(test_rows["identity"]), return_index=True)[1]
-  people = test_rows["identity"][first]
-  poses = test_rows["nuisance"][:IDENTITY_POSES]
+def ground_truth_of(build: scoring.FaceBuild, readers: scoring.Readers,
+                    split: str) -> GroundTruth:
+  """`GroundTruth` of the people of `split` of `build`, with its independent `readers`."""
+  sets, side = truth_lib.face_sets(build, split), build.image_size
+  poses = build.dataset_factors(split).nuisance[:IDENTITY_POSES]
   grids, references = {}, {}
-  for regime, lowest in truth_lib.REGIMES.items():
-    grids[regime] = truth_lib.identity_grid(people, poses, num_classes, lowest, side)
+  truth = GroundTruth(sets, grids, references, readers, scoring.reference_images(build, split))
+  for regime, (lowest, _) in scoring.COLUMNS.items():
+    grids[regime] = truth_lib.identity_grid(build.identities(split), poses, lowest, side)
     faces = sets[regime]
-    input_l1, input_ssim = truth_lib.against_truth(faces.image, faces.truth)
+    input_l1, input_ssim = _against_truth(faces.image, faces.truth)
     references[regime] = {
-        "reader_accuracy_input": truth_lib.accuracy(reader(faces.image), faces.label),
-        "reader_accuracy_truth": truth_lib.accuracy(reader(faces.truth), faces.label),
+        "reader_accuracy_input": truth_lib.accuracy(readers.read_expressions(faces.image),
+                                                    faces.label),
+        "reader_accuracy_truth": truth_lib.accuracy(readers.read_expressions(faces.truth),
+                                                    faces.label),
+        "nearest_person_input": truth.nearest_person_rate(faces.image, faces),
+        "nearest_person_truth": truth.nearest_person_rate(faces.truth, faces),
         "input_l1_to_average_identity": input_l1, "input_ssim": input_ssim,
-        "num_images": len(faces.label), "num_people": len(people)}
-  return GroundTruth(sets, grids, references, reader)
+        "num_images": len(faces.label), "num_people": len(build.people(split))}
+  return truth
 
 
 def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
@@ -300,10 +290,12 @@ def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
   """{regime: metrics} of the model against `truth`: "accuracy" of its prediction, beside the
   references; for IF-GAN also G(x) against the average-identity render ("g_l1_to_average_
   identity", "g_ssim"), "expression_kept_ratio" (the independent reader's accuracy on G(x) over
-  its accuracy on x), "identity_variance_ratio" (G(x)'s between-person variance over x's),
+  its accuracy on x), "nearest_person_generated" (how often the identity measure names x's
+  person in G(x)), "identity_variance_ratio" (G(x)'s between-person variance over x's),
   "accuracy_with_other_g" (E(x, G(x')) for an x' of another class, against x's label) and
   "other_g_followed" (how often that reads as x''s label). `diagnostics` adds what E reads when
-  given instead of G(x) the target face of x's label, of another label, or zeros."""
+  given instead of G(x) the target face of x's label, of another label, or zeros, and the
+  targets against the ground truth."""
   report = {}
   for regime, faces in truth.sets.items():
     metrics = dict(truth.references[regime])
@@ -316,11 +308,12 @@ def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
     drawn = to_uint8(generated)
     classes = lambda second: inference.classes(variables, faces.image, second)
     metrics["accuracy"] = truth_lib.accuracy(classes(generated), faces.label)
-    metrics["g_l1_to_average_identity"], metrics["g_ssim"] = truth_lib.against_truth(
-        drawn, faces.truth)
-    metrics["reader_accuracy_generated"] = truth_lib.accuracy(truth.reader(drawn), faces.label)
+    metrics["g_l1_to_average_identity"], metrics["g_ssim"] = _against_truth(drawn, faces.truth)
+    metrics["reader_accuracy_generated"] = truth_lib.accuracy(
+        truth.readers.read_expressions(drawn), faces.label)
     metrics["expression_kept_ratio"] = (metrics["reader_accuracy_generated"]
                                         / metrics["reader_accuracy_input"])
+    metrics["nearest_person_generated"] = truth.nearest_person_rate(drawn, faces)
     grid = truth.grids[regime]
     flat = grid.reshape(-1, *grid.shape[2:])
     metrics["identity_variance_ratio"] = truth_lib.identity_variance_ratio(
@@ -330,18 +323,16 @@ def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
     metrics["accuracy_with_other_g"] = truth_lib.accuracy(with_other_g, faces.label)
     metrics["other_g_followed"] = truth_lib.accuracy(with_other_g, faces.label[others])
     if diagnostics:
-      table = variables["constants"]["target_faces"]
-      target_of = lambda labels: np.asarray(ifgan.target_faces(
-          jnp.asarray(table), jnp.asarray(labels), jnp.asarray(faces.intensity)))
-      num_classes = table.shape[0]
+      table = jnp.asarray(variables["constants"]["target_faces"])
+      target_of = lambda labels: np.asarray(ifgan.target_faces(table, labels, faces.intensity))
       metrics["accuracy_with_true_target"] = truth_lib.accuracy(
           classes(target_of(faces.label)), faces.label)
       metrics["accuracy_with_other_target"] = truth_lib.accuracy(
-          classes(target_of(truth_lib.other_labels(faces.label, num_classes))), faces.label)
+          classes(target_of(truth_lib.other_labels(faces.label))), faces.label)
       metrics["accuracy_with_zeros"] = truth_lib.accuracy(
           classes(np.zeros_like(generated)), faces.label)
-      metrics["target_l1_to_average_identity"], metrics["target_ssim"] = (
-          truth_lib.against_truth(to_uint8(target_of(faces.label)), faces.truth))
+      metrics["target_l1_to_average_identity"], metrics["target_ssim"] = _against_truth(
+          to_uint8(target_of(faces.label)), faces.truth)
     report[regime] = metrics
   return report
 
@@ -378,28 +369,27 @@ def translation_grid(inference: Inference, variables, grid_images: np.ndarray) -
 def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                 image_shape: Sequence[int], class_names: Sequence[str],
                 eval_batches: Optional[BatchesFn] = None,
-                train_batches: Optional[BatchesFn] = None) -> "IFGANTask":
+                train_batches: Optional[BatchesFn] = None,
+                synthetic_faces: Optional[SyntheticFaces] = None) -> "IFGANTask":
   """The task of training `config.model` on images of `image_shape` in `class_names`;
-  `train_batches()` gives one pass over the training split (for the target faces and the
-  expression reader). Both carry `batch_features(config)`."""
+  `train_batches()` gives one pass over the training split (for the pixel-mean targets and the
+  sample grids); on synthetic faces `synthetic_faces()` gives the run's build (for the other
+  targets and the test faces) and independent readers, and the run is scored against ground
+  truth on `config.eval_split`'s people."""
   check_config(config)
   model = create_model(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
   flow.check_eval_batch_size(config, mesh)
   if train_batches is None:
     raise ValueError(f"{config.model.name} needs a pass over the training split (train_batches)")
-  features = batch_features(config)
-  split = summarize_training_split(train_batches(), class_names, config.samples_per_class,
-                                   keep=("image", "label", *features) if features else ())
-  table = target_face_table(config.target_face, split)
-  logging.info("%s target faces of %d training examples", config.target_face, split.num_examples)
-  truth = None
-  if features and eval_batches is not None:
-    keys = ("label", *features)
-    test_rows = _gathered_rows([{key: batch[key] for key in (*keys, "mask")}
-                                for batch in eval_batches()], keys)
-    truth = ground_truth_of(test_rows, split.rows, len(class_names))
+  split = summarize_training_split(train_batches(), class_names, config.samples_per_class)
+  build, truth = None, None
+  if synthetic_faces is not None:
+    build, readers = synthetic_faces()
+    truth = ground_truth_of(build, readers, config.eval_split)
     logging.info("ground truth of %s: %s", config.eval_split, truth.references)
+  table = target_face_table(config.target_face, split.pixel_means, build)
+  logging.info("%s target faces of %d training examples", config.target_face, split.num_examples)
   return IFGANTask(config, model, mesh, class_names, eval_batches, table, split.grid_images,
                    truth, steps_per_epoch=max(1, split.num_examples // config.batch_size))
 
@@ -575,7 +565,7 @@ def restore_state(config: ml_collections.ConfigDict, checkpoint_dir: str,
   model = create_model(config.model)
   shape = tuple(config.model.image_shape)
   # The checkpoint holds the target faces; zeros only give the abstract state its shapes.
-  levels = truth_lib.INTENSITY_LEVELS if config.target_face == "average_identity" else 1
+  levels = truth_lib.INTENSITY_LEVELS if batch_features(config) else 1
   task = IFGANTask(config, model, mesh, (), None,
                    np.zeros((model.num_classes, levels, *shape), np.float32),
                    np.zeros((model.num_classes, 1, *shape), np.uint8), steps_per_epoch=1)

@@ -24,7 +24,7 @@ CLASS_NAMES = ("a", "b", "c")
 def tiny_config(**overrides):
   """An IF-GAN on 16x16 images of 3 classes, a few channels per layer."""
   config = ml_collections.ConfigDict(dict(
-      dataset="toy", seed=0, batch_size=8, eval_batch_size=8, num_steps=4, log_every=1,
+      dataset="toy", eval_split="test", seed=0, batch_size=8, eval_batch_size=8, num_steps=4, log_every=1,
       checkpoint_every=2, keep_checkpoints=5, max_consecutive_nonfinite=3, sample_every=0,
       samples_per_class=2, eval_every=0, target_face="class_pixel_mean",
       optimizer=dict(name="adam", learning_rate=1e-3, warmup_steps=0, schedule="staircase",
@@ -142,7 +142,7 @@ def test_the_paper_s_targets_are_the_per_class_pixel_means_of_the_training_split
   split = ifgan_task.summarize_training_split(
       batches_lib.array_batches(examples, 4), CLASS_NAMES, per_class=2)
   averages, grid, count = split.pixel_means, split.grid_images, split.num_examples
-  np.testing.assert_array_equal(ifgan_task.target_face_table("class_pixel_mean", split),
+  np.testing.assert_array_equal(ifgan_task.target_face_table("class_pixel_mean", averages),
                                 averages[:, None])
   unit = examples["image"].astype(np.float64) / 128 + 1 / 256 - 1  # bin centres in [-1, 1)
   for label in range(CLASSES):

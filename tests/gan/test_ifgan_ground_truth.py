@@ -2,6 +2,7 @@
 share of the true expression change, the test faces' regimes, the identity variance ratio,
 McNemar's test, E's switches, and a tiny run on rendered faces with its final metrics."""
 
+import functools
 import math
 
 import jax
@@ -10,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from flaxflow import loop, parallel
+from flaxflow import loop, parallel, scoring
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import ifgan_ground_truth as truth_lib
 from flaxflow.data.synthetic_faces import factors, render
@@ -23,27 +24,22 @@ from .test_ifgan import tiny_config
 
 SIDE = 16
 CLASSES = len(factors.CLASS_NAMES)
+# Enough images that every class has peak frames among the training people's.
+TINY_BUILD = scoring.FaceBuild(image_size=SIDE, seed=0,
+                               subjects={"train": 4, "validation": 1, "test": 3},
+                               images_per_subject=40)
 
 
-def face_examples(people=3, per_class=2, seed=0):
-  """Rendered faces of `people` people, each showing every class `per_class` times, with their
-  factors, as a synthetic-faces split holds them."""
-  rng = np.random.default_rng(seed)
-  count = people * per_class * CLASSES
-  identity = np.repeat(np.stack([factors.draw_identity(seed, p) for p in range(people)]),
-                       per_class * CLASSES, axis=0)
-  labels = np.tile(np.arange(CLASSES), people * per_class).astype(np.int32)
-  intensity = np.where(labels == factors.NEUTRAL, 0, rng.uniform(0.2, 1, count)).astype(
-      np.float32)
-  nuisance = np.stack([factors.draw_image(seed, i % people, i)[2] for i in range(count)])
-  return {"image": render(identity, labels, intensity, nuisance, SIDE), "label": labels,
-          "identity": identity, "intensity": intensity, "nuisance": nuisance}
+@functools.lru_cache(maxsize=None)
+def tiny_readers() -> scoring.Readers:
+  return scoring.fit_readers(TINY_BUILD, per_class=2)
 
 
-def split_of(examples):
-  return ifgan_task.summarize_training_split(
-      batches_lib.array_batches(examples, 16), factors.CLASS_NAMES, per_class=1,
-      keep=("image", "label", *truth_lib.FACTOR_FEATURES))
+def split_examples(split):
+  """The images of `split` of TINY_BUILD as the dataset holds them, with their intensities."""
+  drawn = TINY_BUILD.dataset_factors(split)
+  return {"image": render(*drawn.as_render_args(), SIDE), "label": drawn.expression,
+          "intensity": drawn.intensity}
 
 
 def test_target_faces_interpolate_between_intensity_levels():
@@ -55,41 +51,36 @@ def test_target_faces_interpolate_between_intensity_levels():
 
 
 def test_each_target_keeps_its_expected_share_of_the_expression_change():
-  examples = face_examples()
-  split = split_of(examples)
-  shares = ifgan_task.target_face_shares(split)
+  shares = ifgan_task.target_face_shares(TINY_BUILD)
   # The average-identity target is the truth itself (up to the interpolation and uint8 steps).
   assert shares["average_identity"]["own_intensity"] == pytest.approx(1.0, abs=0.02)
   # Means over people, poses and intensities keep only part of it, the aligned ones more.
   pixel, aligned = shares["class_pixel_mean"], shares["aligned_peak_class_mean"]
   assert 0 < pixel["full_intensity"] < aligned["full_intensity"] < 1
   # One face for every class keeps none; the truth at full intensity keeps all of itself.
-  labels = examples["label"]
-  full = truth_lib.to_unit(truth_lib.average_identity_renders(
+  labels = np.arange(CLASSES)
+  full = truth_lib.to_unit(scoring.average_identity_renders(
       labels, truth_lib.full_intensities(labels), SIDE))
   assert truth_lib.expression_change_share(np.zeros_like(full), full, labels) == 0.0
   assert truth_lib.expression_change_share(full, full, labels) == pytest.approx(1.0)
 
 
-def test_regimes_redraw_the_same_faces_at_their_intensities():
-  examples = face_examples(people=2, per_class=1)
-  sets = truth_lib.regime_sets(examples["identity"], examples["label"], examples["nuisance"],
-                               SIDE)
-  expressive = examples["label"] != factors.NEUTRAL
+def test_the_test_faces_are_the_split_s_own_images_in_both_regimes():
+  sets = truth_lib.face_sets(TINY_BUILD, "test")
   peak, every = sets["peak"], sets["all_intensities"]
+  expressive = peak.label != factors.NEUTRAL
   assert (peak.intensity[expressive] > 0.7).all() and (peak.intensity[~expressive] == 0).all()
-  assert (every.intensity <= peak.intensity).all()  # one draw, two ranges
-  np.testing.assert_array_equal(peak.person, np.repeat([0, 1], CLASSES))
-  np.testing.assert_array_equal(
-      peak.truth, truth_lib.average_identity_renders(examples["label"], peak.intensity, SIDE))
-  # Neutral faces do not depend on the intensity drawn.
+  assert (every.intensity <= peak.intensity).all()  # the same draws, two ranges
+  np.testing.assert_array_equal(peak.person, np.repeat([0, 1, 2], 40))
+  np.testing.assert_array_equal(every.image, split_examples("test")["image"])
   np.testing.assert_array_equal(peak.image[~expressive], every.image[~expressive])
+  np.testing.assert_array_equal(
+      peak.truth, scoring.average_identity_renders(peak.label, peak.intensity, SIDE))
 
 
 def test_the_identity_variance_ratio_is_zero_for_one_face_and_one_for_the_input():
-  people = np.stack([factors.draw_identity(0, p) for p in range(3)])
-  grid = truth_lib.identity_grid(people, np.stack([factors.NEUTRAL_NUISANCE] * 2), CLASSES,
-                                 0.7, SIDE)
+  grid = truth_lib.identity_grid(TINY_BUILD.identities("test"),
+                                 np.stack([factors.NEUTRAL_NUISANCE] * 2), 0.7, SIDE)
   assert grid.shape == (CLASSES * 2, 3, SIDE, SIDE, 1)
   assert truth_lib.identity_variance_ratio(grid, grid) == 1.0
   same_face = np.repeat(grid[:, :1], 3, axis=1)
@@ -97,9 +88,9 @@ def test_the_identity_variance_ratio_is_zero_for_one_face_and_one_for_the_input(
 
 
 def test_other_class_indices_and_labels_always_change_the_class():
-  labels = np.array([0, 0, 1, 2, 2, 2])
+  labels = np.array([0, 0, 1, 2, 2, 6])
   assert (labels[truth_lib.other_class_indices(labels)] != labels).all()
-  assert (truth_lib.other_labels(labels, 3) != labels).all()
+  assert (truth_lib.other_labels(labels) != labels).all()
 
 
 def test_mcnemar_counts_the_discordant_images():
@@ -117,17 +108,22 @@ def faces_config(**overrides):
                         "model.num_classes": CLASSES, **overrides})
 
 
+def faces_task(config, eval_batches=None):
+  train = split_examples("train")
+  return ifgan_task.create_task(
+      config, parallel.make_mesh(), image_shape=(SIDE, SIDE, 1),
+      class_names=factors.CLASS_NAMES, eval_batches=eval_batches,
+      train_batches=lambda: batches_lib.array_batches(train, 64),
+      synthetic_faces=lambda: (TINY_BUILD, tiny_readers()))
+
+
 def test_e_can_be_trained_without_the_real_pair_and_without_reaching_g():
-  examples = face_examples()
   config = faces_config(**{"loss.classifier_real_pair": False,
                            "loss.classifier_trains_generator": False, "loss.gan_weight": 0.0,
                            "loss.l1_weight": 0.0, "optimizer.weight_decay": 0.0})
-  task = ifgan_task.create_task(
-      config, parallel.make_mesh(), image_shape=(SIDE, SIDE, 1),
-      class_names=factors.CLASS_NAMES,
-      train_batches=lambda: batches_lib.array_batches(examples, 16))
+  task = faces_task(config)
   assert task.target_faces.shape == (CLASSES, truth_lib.INTENSITY_LEVELS, SIDE, SIDE, 1)
-  batch = {key: jnp.asarray(examples[key][:8]) for key in ("image", "label", "intensity")}
+  batch = {key: jnp.asarray(value[:8]) for key, value in split_examples("train").items()}
   state = task.init_state(batch, jax.random.PRNGKey(0))
   stepped, metrics = jax.jit(task.train_step)(state, batch, jax.random.PRNGKey(1))
   # Nothing but E's loss, stopped at G(x): G does not move, E does.
@@ -165,24 +161,23 @@ def test_a_bad_target_switch_or_image_shape_is_named(field, value, message):
 
 @pytest.mark.slow
 def test_a_tiny_run_on_faces_writes_both_regimes_final_metrics(tmp_path):
-  examples = face_examples()
   config = faces_config(num_steps=2, checkpoint_every=2, eval_every=1, eval_batch_size=16)
-  mesh = parallel.make_mesh()
-  batches = lambda: batches_lib.array_batches(examples, 16)
-  task = ifgan_task.create_task(config, mesh, image_shape=(SIDE, SIDE, 1),
-                                class_names=factors.CLASS_NAMES, eval_batches=batches,
-                                train_batches=batches)
-  iterator = ArrayIterator(examples["image"], examples["label"], global_batch_size=8,
+  test = split_examples("test")
+  task = faces_task(config, eval_batches=lambda: batches_lib.array_batches(test, 16))
+  train = split_examples("train")
+  mesh = task.mesh
+  iterator = ArrayIterator(train["image"], train["label"], global_batch_size=8,
                            sharding=parallel.batch_sharding(mesh),
-                           features={"intensity": examples["intensity"]})
+                           features={"intensity": train["intensity"]})
   writer = RecordingWriter()
   result = loop.train(task, config, train_iterator=iterator, workdir=Workdir(str(tmp_path)),
                       writer=writer, mesh=mesh)
   final = Workdir(str(tmp_path)).read_final_metrics()["eval"]
-  for regime in truth_lib.REGIMES:
+  for regime in scoring.COLUMNS:
     assert {"accuracy", "g_l1_to_average_identity", "g_ssim", "identity_variance_ratio",
-            "expression_kept_ratio", "accuracy_with_other_g", "accuracy_with_true_target",
-            "reader_accuracy_truth", "input_l1_to_average_identity"} <= set(final[regime])
+            "expression_kept_ratio", "accuracy_with_other_g", "nearest_person_generated",
+            "accuracy_with_true_target", "reader_accuracy_truth",
+            "input_l1_to_average_identity"} <= set(final[regime])
     assert 0 <= final[regime]["identity_variance_ratio"] and 0 <= final[regime]["accuracy"] <= 1
   assert "eval/peak.accuracy" in writer.scalars[1]  # evaluated during training
   assert final["accuracy"] == result.eval_metrics["accuracy"]
