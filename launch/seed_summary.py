@@ -59,7 +59,8 @@ def metric_summary(runs_by_seed: Dict[int, Workdir]) -> dict:
   return summary
 
 
-def correct_predictions(run: Workdir, sets: Dict[str, truth_lib.FaceSet]) -> Dict[str, np.ndarray]:
+def correct_predictions(run: Workdir,
+                        sets: Dict[str, truth_lib.FaceSet]) -> Dict[str, np.ndarray]:
   """{regime: bool (N,)}: whether the run's prediction on each test image is right."""
   trained = tasks.load_trained(run.path)
   inference = ifgan_task.Inference(trained.model, trained.config.eval_batch_size)

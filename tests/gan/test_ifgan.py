@@ -24,9 +24,9 @@ CLASS_NAMES = ("a", "b", "c")
 def tiny_config(**overrides):
   """An IF-GAN on 16x16 images of 3 classes, a few channels per layer."""
   config = ml_collections.ConfigDict(dict(
-      dataset="toy", eval_split="test", seed=0, batch_size=8, eval_batch_size=8, num_steps=4, log_every=1,
-      checkpoint_every=2, keep_checkpoints=5, max_consecutive_nonfinite=3, sample_every=0,
-      samples_per_class=2, eval_every=0, target_face="class_pixel_mean",
+      dataset="toy", eval_split="test", seed=0, batch_size=8, eval_batch_size=8, num_steps=4,
+      log_every=1, checkpoint_every=2, keep_checkpoints=5, max_consecutive_nonfinite=3,
+      sample_every=0, samples_per_class=2, eval_every=0, target_face="class_pixel_mean",
       optimizer=dict(name="adam", learning_rate=1e-3, warmup_steps=0, schedule="staircase",
                      decay_rate=0.9, decay_every_epochs=10, weight_decay=1e-4,
                      grad_clip_norm=0.0, b1=0.9, b2=0.99, eps=1e-8),
