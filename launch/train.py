@@ -31,8 +31,8 @@ def main(argv) -> None:
   runs.start_devices()
   train_set, info = runs.load_split(config, "train")
   eval_set, _ = runs.load_split(config, config.eval_split)
-  # On synthetic faces a family may score itself against ground truth while it trains (IF-GAN):
-  # the build's independent readers are fitted on first use (about a minute, then
+  # On synthetic faces a family may score itself against ground truth while it trains (IF-GAN,
+  # DECGAN): the build's independent readers are fitted on first use (about a minute, then
   # cached).
   synthetic_faces = ((lambda: (faces.scoring_build(config), faces.scoring_readers(config)))
                      if faces.is_synthetic_faces(config.dataset) else None)

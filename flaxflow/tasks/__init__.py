@@ -8,8 +8,8 @@ Each family's module declares `MODEL_NAMES` and gives:
     `loop.Task` that trains `config.model` on data of `image_shape` and `class_names`, failing
     with the config fields to change when the two do not match; `train_batches()` is one pass
     over the training split for a family that needs one before training (IF-GAN's average
-    faces); a family that scores itself against ground truth while it trains (IF-GAN)
-    also takes `synthetic_faces` (`takes_synthetic_faces`);
+    faces); a family that scores itself against ground truth while it trains (IF-GAN,
+    DECGAN) also takes `synthetic_faces` (`takes_synthetic_faces`);
   `load_trained(workdir, step, use_ema, mesh)`: the trained model of a finished or running run;
   `init_variables(config, rng)`: the variables of `config.model` (for checks of a config);
 and may give
@@ -50,9 +50,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def takes_synthetic_faces(config: ml_collections.ConfigDict) -> bool:
-  """Whether `config`'s family scores itself against ground truth while it trains: its
-  `create_task` then takes `synthetic_faces` (the run's synthetic-faces build and independent
-  readers, `flaxflow.tasks.ifgan.SyntheticFaces`)."""
+  """Whether `config`'s family scores itself against ground truth while it trains (IF-GAN,
+  DECGAN): its `create_task` then takes `synthetic_faces` (the run's synthetic-faces build and
+  independent readers, `flaxflow.tasks.ifgan.SyntheticFaces`)."""
   return "synthetic_faces" in inspect.signature(family_of(config).create_task).parameters
 
 

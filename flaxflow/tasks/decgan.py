@@ -14,10 +14,15 @@ source -> target pair of expressions is drawn. The draw comes from the step's ke
 and data-parallel runs see the same pairs.
 
 Periodic samples: the first held-out image of each class (rows) moved to every expression
-(columns, one-hot conditions). The final evaluation gives E2's accuracy and the cycle L1 on the
-held-out split.
+(columns, one-hot conditions). The held-out evaluation gives E2's accuracy and the cycle L1 on
+the held-out split. On synthetic faces, given `synthetic_faces` (the run's build and its
+independent readers, `flaxflow.scoring`), the transfer to one-hot targets is also scored every
+`eval_every` steps and at the end, by the scoring protocol on a small fixed set (the peak frames
+of the first `decgan.eval_people` test people), logged as one line and written as
+"eval/transfer/<figure>".
 """
 
+import dataclasses
 import functools
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -25,11 +30,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from clu import periodic_actions
 
 from flaxflow import checkpointing, config_checks, images, loop, optimization, parallel, scoring
+from flaxflow.data.synthetic_faces import factors
+from flaxflow.data.synthetic_faces.renderer import render
 from flaxflow.analysis import batches as batches_lib
-from flaxflow.analysis import evaluation, generation
+from flaxflow.analysis import evaluation, generation, probes
 from flaxflow.gan import adversarial, decgan
 from flaxflow.tasks import flow
 from flaxflow.models.capabilities import check_model_matches_data
@@ -38,6 +46,20 @@ from flaxflow.workdir import Workdir
 
 Array = jax.Array
 MODEL_NAMES = ("decgan",)
+# What `create_task` takes as `synthetic_faces`: a callable giving the run's synthetic-faces
+# build and its independent readers, called when the transfer is first scored.
+SyntheticFaces = Callable[[], Tuple[scoring.FaceBuild, scoring.Readers]]
+# The seed stream of the oracle's rendered pairs (the dataset and `flaxflow.scoring` draw from
+# `factors`' streams 0 to 4).
+ORACLE_STREAM = 5
+# Images of each class of each test person that the probes of z read (560 for 20 people).
+PROBE_PER_CLASS = 4
+# The figures of `flaxflow.scoring.score` written during training.
+TRANSFER_FIGURES = ("target_accuracy", "ceiling_target_accuracy",
+                    "own_classifier_target_accuracy", "identity_kept", "ceiling_identity_kept",
+                    "gap_closed", "l1_changed_pixels", "l1_unchanged_pixels",
+                    "untouched_l1_unchanged_pixels", "checkerboard_ratio", "z_probe_expression",
+                    "z_probe_person")
 
 
 create_model = decgan.create
@@ -50,18 +72,38 @@ def init_variables(config: ml_collections.ConfigDict, rng: Array) -> Dict[str, A
   return model.init({"params": rng}, images, images)
 
 
+def _check_choice(config: ml_collections.ConfigDict, field: str, choices: Sequence[str]) -> None:
+  value = config_checks.field_value(config, field)
+  if value not in choices:
+    raise ValueError(f"--config.{field}={value!r}: expected one of {', '.join(choices)}")
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """The DECGAN task's fields (the loop checks its own, `flaxflow.loop.check_config`)."""
   config_checks.positive_int(config, "eval_batch_size", "model.num_classes",
                              "model.encoder_embedding_features")
-  config_checks.non_negative_int(config, "sample_every", meaning_of_zero="only at the end")
+  config_checks.non_negative_int(config, "sample_every", "eval_every",
+                                 meaning_of_zero="only at the end")
+  config_checks.non_negative_int(config, "decgan.eval_people", meaning_of_zero="every one")
   config_checks.non_negative_int(config, "decgan.history_size", meaning_of_zero="no buffer")
-  for weight in ("cycle_weight", "classification_weight", "association_weight",
-                 "target_class_weight", "reconstruction_weight"):
+  config_checks.non_negative_int(config, "model.expression_adversary_width",
+                                 meaning_of_zero="no expression adversary")
+  for weight in WEIGHT_FIELDS:
     config_checks.in_interval(config, f"decgan.{weight}", 0, float("inf"))
-  if config.decgan.adversarial_loss not in adversarial.LOSS_KINDS:
-    raise ValueError(f"--config.decgan.adversarial_loss={config.decgan.adversarial_loss!r}: "
-                     f"expected one of {', '.join(adversarial.LOSS_KINDS)}")
+  fraction = config.decgan.one_hot_fraction
+  if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+          and 0 <= fraction <= 1):
+    raise ValueError(f"--config.decgan.one_hot_fraction={fraction!r}: expected a number in "
+                     "[0, 1]")
+  _check_choice(config, "decgan.adversarial_loss", adversarial.LOSS_KINDS)
+  for field, choices in (("identity_code", decgan.IDENTITY_CODES),
+                         ("upsampling", decgan.UPSAMPLINGS), ("output", decgan.OUTPUTS),
+                         ("discriminator_condition", decgan.DISCRIMINATOR_CONDITIONS)):
+    _check_choice(config, f"model.{field}", choices)
+  if config.decgan.expression_adversary_weight and not config.model.expression_adversary_width:
+    raise ValueError(f"--config.decgan.expression_adversary_weight="
+                     f"{config.decgan.expression_adversary_weight!r}: expected 0 without an "
+                     "adversary (--config.model.expression_adversary_width=0)")
   model = config.model
   downsamplings = len(model.encoder_widths) - 1
   if len(model.encoder_kernels) != len(model.encoder_widths):
@@ -83,26 +125,105 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                      f"layers (got {side})")
 
 
+# The config's decgan.<name>_weight field of each `decgan.LossWeights` term.
+WEIGHT_FIELDS = tuple(f"{name}_weight" for name in (
+    "cycle", "classification", "association", "target_class", "reconstruction",
+    "expression_adversary", "discriminator_class", "change", "paired"))
+
+
 def loss_weights(config: ml_collections.ConfigDict) -> decgan.LossWeights:
-  return decgan.LossWeights(cycle=config.decgan.cycle_weight,
-                            classification=config.decgan.classification_weight,
-                            association=config.decgan.association_weight,
-                            target_class=config.decgan.target_class_weight,
-                            reconstruction=config.decgan.reconstruction_weight)
+  """The config's weights; a run from before a term existed gets the term's default (off)."""
+  defaults = decgan.LossWeights()
+  return decgan.LossWeights(**{
+      field[:-len("_weight")]: config.decgan.get(field, getattr(defaults, field[:-len("_weight")]))
+      for field in WEIGHT_FIELDS})
 
 
 def create_task(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                 image_shape: Sequence[int], class_names: Sequence[str],
                 eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None,
-                train_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None
-                ) -> "DecganTask":
-  """The task of training `config.model` on images of `image_shape` in `class_names`."""
+                train_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None,
+                synthetic_faces: Optional[SyntheticFaces] = None) -> "DecganTask":
+  """The task of training `config.model` on images of `image_shape` in `class_names`; with
+  `synthetic_faces`, the transfer is scored against ground truth while it trains."""
   del train_batches  # Nothing to learn before training.
   check_config(config)
   model = create_model(config.model)
   check_model_matches_data(model, image_shape, class_names, config.dataset)
   flow.check_eval_batch_size(config, mesh)
-  return DecganTask(config, model, mesh, class_names, eval_batches)
+  if config.decgan.paired_weight and synthetic_faces is None:
+    raise ValueError(f"--config.decgan.paired_weight={config.decgan.paired_weight!r}: the oracle "
+                     "renders its ground truth, which only synthetic faces have; expected 0 for "
+                     f"{config.dataset}")
+  return DecganTask(config, model, mesh, class_names, eval_batches, synthetic_faces)
+
+
+def oracle_pairs(build: scoring.FaceBuild, batch_size: int
+                 ) -> Callable[[int], Dict[str, np.ndarray]]:
+  """The paired batches of the oracle term (`decgan.train_step`'s `paired_batch`), a function of
+  the step: `batch_size` fresh renders of the build's training people ("image", peak-frame
+  intensities, new poses, light and noise), each with its "label", a "target_label" of another
+  class, and its "truth": the same face rendered with the target at the scoring's stated
+  intensity. What only a renderer gives: unpaired training never sees it."""
+  identities = build.identities("train")
+  num_classes = len(factors.CLASS_NAMES)
+  low, high = scoring.PEAK_INTENSITIES
+
+  def draw(step: int) -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng([build.seed, ORACLE_STREAM, int(step)])
+    person = rng.integers(len(identities), size=batch_size)
+    labels = rng.integers(num_classes, size=batch_size).astype(np.int32)
+    targets = ((labels + rng.integers(1, num_classes, size=batch_size)) % num_classes).astype(
+        np.int32)
+    intensity = np.where(labels == factors.NEUTRAL, 0,
+                         high - rng.random(batch_size) * (high - low)).astype(np.float32)
+    nuisance = factors.draw_nuisances(rng, batch_size)
+    stated = np.where(targets == factors.NEUTRAL, 0, scoring.STATED_INTENSITY).astype(np.float32)
+    return {"image": render(identities[person], labels, intensity, nuisance, build.image_size),
+            "label": labels, "target_label": targets,
+            "truth": render(identities[person], targets, stated, nuisance, build.image_size)}
+
+  return draw
+
+
+def first_people(scoring_set: scoring.ScoringSet, count: int) -> scoring.ScoringSet:
+  """`scoring_set` with the sources of its first `count` people only (every one for 0); the
+  identity measure still chooses among all the people's reference images."""
+  if not count:
+    return scoring_set
+  kept = scoring_set.sources.person < count
+  sources = scoring_set.sources
+  return dataclasses.replace(
+      scoring_set, sources=scoring.Drawn(factors=sources.factors[kept],
+                                         person=sources.person[kept],
+                                         images=sources.images[kept]),
+      truths=scoring_set.truths[kept], noise_free_truths=scoring_set.noise_free_truths[kept])
+
+
+def code_probes(model: decgan.DECGAN, variables: Any, drawn: scoring.Drawn) -> Dict[str, float]:
+  """How much of the expression and of the person E1's z holds: the held-out accuracies of
+  linear probes of each (`flaxflow.analysis.probes`) on the z of `drawn`'s images, each person's
+  images split in two. Expression removed from z puts the first near chance (1/7)."""
+  codes = np.asarray(_identity_codes(model, variables, jnp.asarray(drawn.images)))
+  held_out = probes.held_out_within_groups(drawn.person)
+  return {"expression": probes.probe_accuracy(codes, drawn.factors.expression, held_out),
+          "person": probes.probe_accuracy(codes, drawn.person, held_out)}
+
+
+def transfer_line(step: int, figures: Dict[str, Any]) -> str:
+  """One log line of `flaxflow.scoring.score`'s figures of the one-hot transfer."""
+  percent = lambda name: f"{100 * figures[name]:.1f}%"
+  return (f"step {step} transfer to one-hot targets ({figures['num_transfers']} of "
+          f"{figures['people']} test people, peak frames): target {percent('target_accuracy')} "
+          f"(ceiling {percent('ceiling_target_accuracy')}, E2 "
+          f"{percent('own_classifier_target_accuracy')}), identity kept "
+          f"{percent('identity_kept')} (ceiling {percent('ceiling_identity_kept')}), gap closed "
+          f"{figures['gap_closed']:.3f}, L1 changed/unchanged pixels "
+          f"{figures['l1_changed_pixels']:.4f}/{figures['l1_unchanged_pixels']:.4f} (untouched "
+          f"{figures['untouched_l1_changed_pixels']:.4f}/"
+          f"{figures['untouched_l1_unchanged_pixels']:.4f}), checkerboard "
+          f"{figures['checkerboard_ratio']:.2f}; probes of z: expression "
+          f"{percent('z_probe_expression')}, person {percent('z_probe_person')}")
 
 
 def _held_out_scores(model: decgan.DECGAN, variables: Any, image_batch: Array,
@@ -111,10 +232,9 @@ def _held_out_scores(model: decgan.DECGAN, variables: Any, image_batch: Array,
   next class."""
   x = decgan.to_unit_range(image_batch)
   probabilities = model.apply(variables, x, method="expression")[0]
-  moved = model.apply(variables, x, jax.nn.one_hot((labels + 1) % model.num_classes,
-                                                   model.num_classes),
-                      method="transfer_to_condition")
-  back = model.apply(variables, moved, x, method="cycle")
+  target = jax.nn.one_hot((labels + 1) % model.num_classes, model.num_classes)
+  moved = model.apply(variables, x, probabilities, target, method="transfer_between")
+  back = model.apply(variables, moved, probabilities, target, method="cycle_to_condition")
   return {"accuracy": (jnp.argmax(probabilities, axis=-1) == labels).astype(jnp.float32),
           "cycle_l1": jnp.abs(back - x).mean(axis=(1, 2, 3)) / 2}
 
@@ -124,13 +244,23 @@ class DecganTask:
 
   def __init__(self, config: ml_collections.ConfigDict, model: decgan.DECGAN,
                mesh: jax.sharding.Mesh, class_names: Sequence[str] = (),
-               eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None):
+               eval_batches: Optional[Callable[[], Iterable[batches_lib.Batch]]] = None,
+               synthetic_faces: Optional[SyntheticFaces] = None):
     self.config, self.model, self.mesh = config, model, mesh
     self.class_names, self.eval_batches = list(class_names), eval_batches
+    self.synthetic_faces = synthetic_faces
+    self._scoring_set = None  # (the fixed set, its readers), made on first use.
     optimizer = optimization.make_optimizer(config.optimizer, config.num_steps)
     self.optimizers = {name: optimizer for name in model.networks}
     self.schedule = optimization.learning_rate_schedule(config.optimizer, config.num_steps)
     self.weights = loss_weights(config)
+    self.paired_batch = None  # The oracle's pairs, rendered on the host (`oracle_pairs`).
+    if self.weights.paired and synthetic_faces is not None:
+      draw = oracle_pairs(synthetic_faces()[0], config.batch_size)
+      image = jax.ShapeDtypeStruct((config.batch_size, *model.image_shape), jnp.uint8)
+      label = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)
+      shapes = {"image": image, "label": label, "target_label": label, "truth": image}
+      self.paired_batch = lambda step: jax.pure_callback(draw, shapes, step)
 
   def init_state(self, batch: loop.Batch, rng: Array) -> adversarial.AdversarialState:
     return decgan.init_state(self.model, self.optimizers, batch["image"], rng,
@@ -140,7 +270,9 @@ class DecganTask:
                  rng: Array) -> Tuple[adversarial.AdversarialState, Dict[str, Array]]:
     return decgan.train_step(state, batch, rng, model=self.model, optimizers=self.optimizers,
                              weights=self.weights,
-                             adversarial_loss=self.config.decgan.adversarial_loss)
+                             adversarial_loss=self.config.decgan.adversarial_loss,
+                             one_hot_fraction=self.config.decgan.get("one_hot_fraction", 0.0),
+                             paired_batch=self.paired_batch)
 
   def learning_rates(self, step: int) -> Dict[str, float]:
     return {"learning_rate": float(self.schedule(step))}
@@ -174,68 +306,97 @@ class DecganTask:
             jnp.mean, _held_out_scores(model, variables, image, label))),
         mesh=self.mesh, seed=self.config.seed, step=step, writer=writer)
 
+  def score_transfer(self, state: adversarial.AdversarialState, step: int,
+                     writer: Any) -> Dict[str, float]:
+    """The one-hot transfer of the fixed set scored by `flaxflow.scoring.score`, logged as one
+    line and written as "eval/transfer/<figure>" (TRANSFER_FIGURES, with `code_probes` of the
+    test people's z); {} without `synthetic_faces`."""
+    if self.synthetic_faces is None:
+      return {}
+    if self._scoring_set is None:
+      build, readers = self.synthetic_faces()
+      peak = scoring.scoring_sets(build, "test")["peak"]
+      probed = scoring.draw_images(build, "test", factors.SCORING_STREAM, PROBE_PER_CLASS,
+                                   scoring.PEAK_INTENSITIES)
+      self._scoring_set = (first_people(peak, self.config.decgan.eval_people), readers, probed)
+    scoring_set, readers, probed = self._scoring_set
+    variables = {"params": state.params}
+    method = scoring.Method(
+        lambda inputs, labels: class_transfers(self.model, variables, inputs),
+        own_reader=functools.partial(expression_classes, self.model, variables))
+    figures = scoring.score(method, scoring_set, readers)
+    figures.update({f"z_probe_{name}": value
+                    for name, value in code_probes(self.model, variables, probed).items()})
+    logging.info("%s", transfer_line(step, figures))
+    metrics = {f"transfer/{name}": float(figures[name]) for name in TRANSFER_FIGURES}
+    writer.write_scalars(step, {f"eval/{name}": value for name, value in metrics.items()})
+    return metrics
+
   def periodic_actions(self, workdir: Workdir,
                        writer: Any) -> List[periodic_actions.PeriodicCallback]:
-    if not self.config.sample_every:
-      return []
-    return [periodic_actions.PeriodicCallback(
-        every_steps=self.config.sample_every,
-        callback_fn=lambda step, t, state: self.write_samples(state, step, workdir))]
+    return loop.sample_and_eval_actions(
+        sample_every=self.config.sample_every, eval_every=self.config.eval_every,
+        write_samples=lambda state, step: self.write_samples(state, step, workdir),
+        evaluate=((lambda state, step: self.score_transfer(state, step, writer))
+                  if self.synthetic_faces else None))
 
   def final_evaluation(self, state: adversarial.AdversarialState, workdir: Workdir,
                        writer: Any) -> Dict[str, float]:
     step = int(state.step)
     self.write_samples(state, step, workdir)
-    return self.evaluate_held_out(state, step, writer) if self.eval_batches else {}
+    held_out = self.evaluate_held_out(state, step, writer) if self.eval_batches else {}
+    return {**held_out, **self.score_transfer(state, step, writer)}
 
 
-def _to_every_class(model: decgan.DECGAN, images_of_classes: Callable[[Any, Array, Array], Array]
-                    ) -> Callable[[Any, np.ndarray], np.ndarray]:
-  """(variables, inputs) -> uint8 (B, classes, H, W, C): `images_of_classes(variables, x,
-  classes)` of every input with every class, in one batch, compiled once for all calls."""
-  images_of_classes = jax.jit(images_of_classes)
-
-  def every_class(variables: Any, inputs: np.ndarray) -> np.ndarray:
-    batch, num_classes = len(inputs), model.num_classes
-    repeated = jnp.repeat(jnp.asarray(inputs), num_classes, axis=0)
-    classes = jnp.tile(jnp.arange(num_classes), batch)
-    images = images_of_classes(variables, repeated, classes)
-    return np.asarray(images).reshape(batch, num_classes, *inputs.shape[1:])
-
-  return every_class
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _to_every_class(model: decgan.DECGAN, cycled: bool, variables: Any, inputs: Array,
+                    class_conditions: Optional[Array]) -> Array:
+  """uint8 (B, classes, H, W, C): every input moved to every class (`decgan.transfer_to_class`),
+  or moved and back (`decgan.cycle_reconstruction`) when `cycled`; compiled once per model and
+  input shape."""
+  batch, num_classes = inputs.shape[0], model.num_classes
+  repeated = jnp.repeat(inputs, num_classes, axis=0)
+  classes = jnp.tile(jnp.arange(num_classes), batch)
+  if cycled:
+    images = decgan.cycle_reconstruction(
+        model, variables, repeated,
+        decgan.class_conditions_of(classes, num_classes, class_conditions))
+  else:
+    images = decgan.transfer_to_class(model, variables, repeated, classes, class_conditions)
+  return images.reshape(batch, num_classes, *inputs.shape[1:])
 
 
 def class_transfer(model: decgan.DECGAN, class_conditions: Optional[np.ndarray] = None
                    ) -> Callable[[Any, np.ndarray], np.ndarray]:
-  """(variables, inputs) -> uint8 (B, classes, H, W, C): every input moved to every class
-  (`decgan.transfer_to_class`), compiled once for all calls."""
-  return _to_every_class(model, lambda variables, x, classes: decgan.transfer_to_class(
-      model, variables, x, classes, class_conditions))
+  """(variables, inputs) -> uint8 (B, classes, H, W, C): `class_transfers` with the model and
+  the conditions fixed."""
+  return lambda variables, inputs: class_transfers(model, variables, inputs, class_conditions)
 
 
 def class_transfers(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                     class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class
   (`decgan.transfer_to_class`)."""
-  return class_transfer(model, class_conditions)(variables, inputs)
+  return np.asarray(_to_every_class(model, False, variables, jnp.asarray(inputs),
+                                    class_conditions))
 
 
 def class_cycles(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                  class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class and back by the cycle
   (`decgan.cycle_reconstruction`)."""
-  return _to_every_class(
-      model, lambda variables, x, classes: decgan.cycle_reconstruction(
-          model, variables, x,
-          decgan.class_conditions_of(classes, model.num_classes, class_conditions)))(
-              variables, inputs)
+  return np.asarray(_to_every_class(model, True, variables, jnp.asarray(inputs),
+                                    class_conditions))
+
+
+_expression_probabilities = jax.jit(decgan.expression_probabilities, static_argnums=0)
+_identity_codes = jax.jit(decgan.identity_codes, static_argnums=0)
 
 
 def expression_classes(model: decgan.DECGAN, variables: Any, inputs: np.ndarray) -> np.ndarray:
   """E2's most probable class of each uint8 image."""
-  probabilities = jax.jit(functools.partial(decgan.expression_probabilities, model))(
-      variables, jnp.asarray(inputs))
-  return np.asarray(jnp.argmax(probabilities, axis=-1))
+  return np.asarray(jnp.argmax(_expression_probabilities(model, variables, jnp.asarray(inputs)),
+                               axis=-1))
 
 
 def class_mean_conditions(model: decgan.DECGAN, variables: Any,
@@ -244,7 +405,7 @@ def class_mean_conditions(model: decgan.DECGAN, variables: Any,
   """(classes, classes): E2's mean p(l) over the images of each class in `batches`, the
   condition `decgan.transfer_to_class` takes for a class; a class without images gets its
   one-hot."""
-  probabilities = jax.jit(functools.partial(decgan.expression_probabilities, model))
+  probabilities = functools.partial(_expression_probabilities, model)
   sums = np.zeros((model.num_classes, model.num_classes))
   counts = np.zeros(model.num_classes)
   for outputs, batch in batches_lib.map_batches(

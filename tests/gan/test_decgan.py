@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from flaxflow.data.synthetic_faces import factors, render
-from flaxflow import checkpointing, loop, parallel, tasks
+from flaxflow import checkpointing, conv, loop, parallel, scoring, tasks
 from flaxflow.gan import decgan
 from flaxflow.tasks import decgan as decgan_task
 from flaxflow.workdir import Workdir
@@ -23,18 +23,24 @@ TINY_MODEL = dict(name="decgan", image_shape=(8, 8, 1), num_classes=NUM_CLASSES,
                   encoder_widths=(4, 8, 8), encoder_kernels=(3, 3, 3), encoder_embedding_features=8,
                   generator_widths=(8, 8, 4), generator_kernels=(3, 3, 3),
                   generator_output_kernel=3, discriminator_widths=(4, 8, 8, 8),
-                  discriminator_kernel=3, share_generators=True, condition_shifts=True)
+                  discriminator_kernel=3, share_generators=True, condition_shifts=True,
+                  identity_code="embedding", upsampling="transposed", output="drawn",
+                  discriminator_condition="concatenated", expression_adversary_width=0)
 
 
 def tiny_config(**overrides):
   config = ml_collections.ConfigDict(dict(
       dataset="tiny", seed=0, batch_size=8, eval_batch_size=8, num_steps=6, log_every=1,
       checkpoint_every=3, keep_checkpoints=5, max_consecutive_nonfinite=3, sample_every=0,
+      eval_every=0,
       optimizer=dict(name="adam", learning_rate=2e-3, warmup_steps=0, schedule="constant",
                      grad_clip_norm=0.0, b1=0.5, b2=0.999, eps=1e-8),
       decgan=dict(cycle_weight=10.0, classification_weight=1.0, association_weight=1.0,
                   target_class_weight=1.0, reconstruction_weight=10.0, history_size=4,
-                  adversarial_loss="non_saturating"),
+                  adversarial_loss="non_saturating", expression_adversary_weight=0.0,
+                  discriminator_class_weight=1.0, change_weight=0.0, paired_weight=0.0,
+                  one_hot_fraction=0.0,
+                  eval_people=0),
       model=dict(TINY_MODEL)))
   config.update_from_flattened_dict(overrides)
   return config
@@ -91,11 +97,153 @@ def test_separate_generators_add_g2_which_the_cycle_uses():
   state = task.init_state(batch_of(), jax.random.PRNGKey(0))
   assert set(state.params) == {"E1", "E2", "G1", "G2", "D"}
   x = decgan.to_unit_range(batch_of()["image"])
-  cycle = lambda params: task.model.apply({"params": params}, x, x, method="cycle")
+  source, target = jax.nn.one_hot(jnp.arange(8) % 3, 3), jax.nn.one_hot(jnp.arange(8) % 2, 3)
+  cycle = lambda params: task.model.apply({"params": params}, x, source, target,
+                                          method="cycle_to_condition")
   other_g2 = dict(state.params, G2=jax.tree.map(lambda a: a + 0.1, state.params["G2"]))
   assert not np.allclose(cycle(state.params), cycle(other_g2))
   other_g1 = dict(state.params, G1=jax.tree.map(lambda a: a + 0.1, state.params["G1"]))
   np.testing.assert_array_equal(cycle(state.params), cycle(other_g1))
+
+
+EVERY_OPTION = {"model.identity_code": "embedding", "model.upsampling": "resize",
+                "model.output": "mask", "decgan.change_weight": 1.0,
+                "model.discriminator_condition": "class_head",
+                "model.expression_adversary_width": 8, "decgan.expression_adversary_weight": 1.0,
+                "decgan.one_hot_fraction": 0.5, "decgan.paired_weight": 1.0}
+
+
+# Faces as small as the tiny model's, for the oracle's rendered pairs.
+TINY_BUILD = scoring.FaceBuild(image_size=8, seed=0,
+                               subjects={"train": 3, "validation": 1, "test": 1},
+                               images_per_subject=4)
+
+
+def test_a_tiny_decgan_trains_with_every_option_on():
+  # Seven classes, as the oracle's faces have.
+  config = tiny_config(**EVERY_OPTION, **{"model.num_classes": len(factors.CLASS_NAMES)})
+  task = decgan_task.create_task(config, parallel.make_mesh(), image_shape=(8, 8, 1),
+                                 class_names=factors.CLASS_NAMES,
+                                 synthetic_faces=lambda: (TINY_BUILD, None))
+  batch = batch_of()
+  state = task.init_state(batch, jax.random.PRNGKey(0))
+  assert set(state.params) == {"E1", "E2", "G1", "D", "A"}
+  step = jax.jit(task.train_step)
+  first, _ = step(state, batch, jax.random.PRNGKey(1))
+  second, metrics = step(first, batch, jax.random.PRNGKey(1))
+  for name in state.params:
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), second.params[name],
+                           state.params[name])
+    assert any(jax.tree.leaves(changed)), name
+  assert all(np.isfinite(float(value)) for value in metrics.values())
+  assert {"loss/expression_adversary", "loss/confusion", "adversary_accuracy", "loss/paired",
+          "loss/discriminator_class"} <= set(metrics)
+  assert int(metrics["skipped"]) == 0
+
+
+def test_the_oracle_pairs_are_the_same_face_with_another_expression():
+  pairs = decgan_task.oracle_pairs(TINY_BUILD, 6)(3)
+  assert pairs["image"].shape == pairs["truth"].shape == (6, 8, 8, 1)
+  assert (pairs["label"] != pairs["target_label"]).all()
+  np.testing.assert_array_equal(decgan_task.oracle_pairs(TINY_BUILD, 6)(3)["truth"],
+                                pairs["truth"])
+  # Rendered with its own class at the stated intensity, the source is close to its truth.
+  other = decgan_task.oracle_pairs(TINY_BUILD, 6)(4)
+  assert not np.array_equal(other["image"], pairs["image"])
+
+
+def test_the_difference_output_keeps_the_input_where_the_drawing_does_not_change():
+  task, _ = tiny_task(**{"model.output": "difference"})
+  state = task.init_state(batch_of(), jax.random.PRNGKey(0))
+  model, variables = task.model, {"params": state.params}
+  x = decgan.to_unit_range(batch_of(4)["image"])
+  source, target = jax.nn.one_hot(jnp.array([0, 1, 2, 0]), 3), jax.nn.one_hot(jnp.full(4, 1), 3)
+  np.testing.assert_allclose(model.apply(variables, x, source, source,
+                                         method="transfer_between"), x, atol=1e-6)
+  z = model.apply(variables, x, method="identity")[0]
+  drawn = lambda condition: model.apply(variables, z, condition, method="generate")
+  np.testing.assert_allclose(
+      model.apply(variables, x, source, target, method="transfer_between"),
+      jnp.clip(x + drawn(target) - drawn(source), -1, 1), atol=1e-6)
+
+
+def test_the_mask_output_blends_the_drawing_into_the_input():
+  task, _ = tiny_task(**{"model.output": "mask"})
+  state = task.init_state(batch_of(), jax.random.PRNGKey(0))
+  model, variables = task.model, {"params": state.params}
+  x = decgan.to_unit_range(batch_of(4)["image"])
+  source, target = jax.nn.one_hot(jnp.array([0, 1, 2, 0]), 3), jax.nn.one_hot(jnp.full(4, 1), 3)
+  z = model.apply(variables, x, method="identity")[0]
+  drawn, mask = model.apply(variables, z, target, method=lambda module, z, condition:
+                            module.G1(z, condition))
+  assert mask.shape == (4, 8, 8, 1) and float(mask.min()) > 0 and float(mask.max()) < 0.2
+  np.testing.assert_allclose(
+      model.apply(variables, x, source, target, method="transfer_between"),
+      mask * drawn + (1 - mask) * x, atol=1e-6)
+
+
+@pytest.mark.parametrize("upsampling, checkered", [("transposed", True), ("resize", False)])
+def test_resize_upsampling_draws_a_flat_map_flat_and_transposed_convolutions_checker_it(
+    upsampling, checkered):
+  # A constant code: every layer's input is flat away from the borders, so any pattern inside
+  # comes from the upsampling's uneven overlaps (the checkerboard).
+  generator = decgan.Generator(channels=1, start_shape=(8, 8), widths=(4, 4, 4),
+                               kernels=(3, 3, 3), output_kernel=3, upsampling=upsampling)
+  z, condition = jnp.ones((1, 8, 8, 2)), jax.nn.one_hot(jnp.array([1]), 3)
+  params = generator.init(jax.random.PRNGKey(0), z, condition)
+  inside = generator.apply(params, z, condition)[0][0, 6:-6, 6:-6, 0]
+  assert (float(jnp.ptp(inside)) > 1e-3) == checkered
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_resize_conv_is_a_convolution_of_the_doubled_map(kernel):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 3))
+  layer = decgan.ResizeConv(4, kernel)
+  params = layer.init(jax.random.PRNGKey(1), x)
+  doubled = conv.Conv(4, (kernel, kernel), padding="SAME", use_bias=False).apply(
+      params, decgan.upsample(x))
+  assert doubled.shape == (2, 10, 12, 4)
+  np.testing.assert_allclose(layer.apply(params, x), doubled, atol=1e-5)
+
+
+def test_a_class_head_discriminator_sees_the_image_alone():
+  discriminator = decgan.Discriminator(widths=(4, 8, 8, 8), kernel=3, num_classes=NUM_CLASSES)
+  x = decgan.to_unit_range(batch_of(4)["image"])
+  conditions = [jax.nn.one_hot(jnp.full(4, c), NUM_CLASSES) for c in range(2)]
+  params = discriminator.init(jax.random.PRNGKey(0), x, conditions[0])
+  (patches, classes), (other_patches, other_classes) = [
+      discriminator.apply(params, x, condition) for condition in conditions]
+  assert classes.shape == (4, NUM_CLASSES) and patches.shape == (4, 2, 2)
+  np.testing.assert_array_equal(patches, other_patches)
+  np.testing.assert_array_equal(classes, other_classes)
+  paper = decgan.Discriminator(widths=(4, 8, 8, 8), kernel=3)
+  params = paper.init(jax.random.PRNGKey(0), x, conditions[0])
+  assert paper.apply(params, x, conditions[0])[1] is None
+  assert not np.allclose(paper.apply(params, x, conditions[0])[0],
+                         paper.apply(params, x, conditions[1])[0])
+
+
+def test_training_conditions_use_true_one_hots_for_the_chosen_fraction_of_rows():
+  rng = np.random.default_rng(0)
+  source_p, target_p = (jax.nn.softmax(jnp.asarray(rng.normal(size=(64, 3)))) for _ in range(2))
+  labels, target_labels = jnp.arange(64) % 3, (jnp.arange(64) + 1) % 3
+  one_hot = lambda values: jax.nn.one_hot(values, 3)
+  for fraction, expected in ((0.0, (source_p, target_p)),
+                             (1.0, (one_hot(labels), one_hot(target_labels)))):
+    for got, want in zip(decgan.training_conditions(source_p, target_p, labels, target_labels,
+                                                    fraction, jax.random.PRNGKey(0)), expected):
+      np.testing.assert_array_equal(got, want)
+  source, target = decgan.training_conditions(source_p, target_p, labels, target_labels, 0.5,
+                                              jax.random.PRNGKey(0))
+  true = np.all(np.asarray(source) == np.asarray(one_hot(labels)), axis=1)
+  assert 16 < true.sum() < 48  # Both kinds, about half each.
+  np.testing.assert_array_equal(np.asarray(target)[true], np.asarray(one_hot(target_labels))[true])
+  np.testing.assert_array_equal(np.asarray(target)[~true], np.asarray(target_p)[~true])
+
+
+def test_the_confusion_loss_is_least_for_a_uniform_reading():
+  np.testing.assert_allclose(decgan.confusion_loss(jnp.zeros((2, 7))), math.log(7), rtol=1e-6)
+  assert float(decgan.confusion_loss(jnp.array([[5.0, 0.0, 0.0]]))) > math.log(3)
 
 
 def test_walker_and_visit_losses_match_a_hand_computed_example():
@@ -157,10 +305,12 @@ def test_partners_have_another_label_when_there_is_one():
 
 
 def test_the_generator_output_depends_on_the_target_condition():
-  task, _ = tiny_task()
+  # z as E1's feature map, the code the condition is tiled over.
+  task, _ = tiny_task(**{"model.identity_code": "feature_map"})
   state = task.init_state(batch_of(), jax.random.PRNGKey(0))
+  step = jax.jit(task.train_step)
   for _ in range(3):
-    state, _ = jax.jit(task.train_step)(state, batch_of(), jax.random.PRNGKey(1))
+    state, _ = step(state, batch_of(), jax.random.PRNGKey(1))
   model, variables = task.model, {"params": state.params}
   x = decgan.to_unit_range(batch_of(4)["image"])
   one_hot = lambda c: jax.nn.one_hot(jnp.full(4, c), NUM_CLASSES)
@@ -250,6 +400,11 @@ def test_the_family_is_chosen_by_model_name_and_bad_fields_are_named():
       ("decgan.adversarial_loss", "wgan", "--config.decgan.adversarial_loss='wgan'"),
       ("model.generator_kernels", (3, 3), "--config.model.generator_kernels=(3, 3)"),
       ("model.image_shape", (6, 6, 1), "--config.model.image_shape=(6, 6, 1)"),
+      ("model.output", "blend", "--config.model.output='blend': expected one of drawn, "),
+      ("model.upsampling", "bilinear", "--config.model.upsampling='bilinear'"),
+      ("decgan.one_hot_fraction", 1.5, "--config.decgan.one_hot_fraction=1.5: expected a "),
+      ("decgan.expression_adversary_weight", 1.0,
+       "--config.decgan.expression_adversary_weight=1.0: expected 0 without an adversary"),
   ]:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
       tasks.check_config(tiny_config(**{field: value}))
@@ -286,3 +441,29 @@ def test_e2_learns_to_read_expressions_of_new_people():
     params, opt_state = step(params, opt_state, images[0][batch], train.expression[batch])
   predicted = jnp.argmax(encoder.apply({"params": params}, images[1])[2], axis=-1)
   assert float(jnp.mean(predicted == test.expression)) >= 0.6  # chance is 1/7
+
+
+@pytest.mark.slow
+def test_the_transfer_is_scored_against_ground_truth_while_it_trains():
+  from scoring.helpers import SMALL_BUILD, small_readers
+  model = dict(TINY_MODEL, image_shape=(32, 32, 1), num_classes=7, **{
+      name.split(".")[1]: value for name, value in EVERY_OPTION.items()
+      if name.startswith("model.")})
+  config = tiny_config(**{"decgan.eval_people": 2, "eval_every": 2})
+  config.model = ml_collections.ConfigDict(model)
+  config.decgan.expression_adversary_weight = 1.0
+  task = decgan_task.create_task(config, parallel.make_mesh(), image_shape=(32, 32, 1),
+                                 class_names=factors.CLASS_NAMES,
+                                 synthetic_faces=lambda: (SMALL_BUILD, small_readers()))
+  images = render(*factors.image_factors(0, range(2), 4).as_render_args(), 32)
+  state = task.init_state({"image": jnp.asarray(images)}, jax.random.PRNGKey(0))
+  writer = RecordingWriter()
+  metrics = task.score_transfer(state, 7, writer)
+  assert set(metrics) == {f"transfer/{name}" for name in decgan_task.TRANSFER_FIGURES}
+  assert writer.scalars[7] == {f"eval/{name}": value for name, value in metrics.items()}
+  assert 0 <= metrics["transfer/target_accuracy"] <= 1
+  assert metrics["transfer/ceiling_identity_kept"] > 0.5
+  scoring_set, _, probed = task._scoring_set
+  assert len(scoring_set.sources.images) == 2 * 7 == len(scoring_set.truths)
+  assert len(probed.images) == 6 * 7 * decgan_task.PROBE_PER_CLASS
+  assert len(task.periodic_actions(Workdir("/nonexistent"), writer)) == 1
