@@ -54,6 +54,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from flaxflow import conv
@@ -636,7 +637,13 @@ def transfer_to_class(model: DECGAN, variables: Any, x: Array, classes: Array,
 
 def class_conditions_of(classes: Array, num_classes: int,
                         class_conditions: Optional[Array] = None) -> Array:
-  """(B, classes): the condition of each class, `class_conditions[c]` or else c's one-hot."""
+  """(B, classes): the condition of each class, `class_conditions[c]` or else c's one-hot.
+  Class indices given as values (not traced) are checked: out of range, a one-hot would be all
+  zeros, a condition G never saw."""
+  if not isinstance(classes, jax.core.Tracer):
+    out_of_range = [int(c) for c in np.ravel(classes) if not 0 <= int(c) < num_classes]
+    if out_of_range:
+      raise ValueError(f"class index {out_of_range[0]}: expected an index in [0, {num_classes})")
   return (jax.nn.one_hot(classes, num_classes) if class_conditions is None
           else jnp.asarray(class_conditions)[classes])
 

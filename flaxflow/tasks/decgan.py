@@ -373,10 +373,21 @@ def class_transfer(model: decgan.DECGAN, class_conditions: Optional[np.ndarray] 
   return lambda variables, inputs: class_transfers(model, variables, inputs, class_conditions)
 
 
+def check_images(model: decgan.DECGAN, images: Any) -> None:
+  """A one-line ValueError unless `images` are uint8 (B, H, W, C) of the model's image shape:
+  an image of another size or channel count would be drawn by networks that never saw it."""
+  shape, dtype = np.shape(images), getattr(images, "dtype", None)
+  if shape[1:] != tuple(model.image_shape) or dtype != np.uint8:
+    raise ValueError(f"images of shape {shape} and dtype {dtype}: expected uint8 (B, "
+                     f"{', '.join(map(str, model.image_shape))}), the images this DECGAN was "
+                     "trained on")
+
+
 def class_transfers(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                     class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class
   (`decgan.transfer_to_class`)."""
+  check_images(model, inputs)
   return np.asarray(_to_every_class(model, False, variables, jnp.asarray(inputs),
                                     class_conditions))
 
@@ -385,6 +396,7 @@ def class_cycles(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                  class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class and back by the cycle
   (`decgan.cycle_reconstruction`)."""
+  check_images(model, inputs)
   return np.asarray(_to_every_class(model, True, variables, jnp.asarray(inputs),
                                     class_conditions))
 
@@ -395,6 +407,7 @@ _identity_codes = jax.jit(decgan.identity_codes, static_argnums=0)
 
 def expression_classes(model: decgan.DECGAN, variables: Any, inputs: np.ndarray) -> np.ndarray:
   """E2's most probable class of each uint8 image."""
+  check_images(model, inputs)
   return np.asarray(jnp.argmax(_expression_probabilities(model, variables, jnp.asarray(inputs)),
                                axis=-1))
 
@@ -457,6 +470,9 @@ def load_trained(workdir: str, step: Optional[int] = None, use_ema: bool = True,
   del use_ema
   run = Workdir(workdir)
   config = run.read_config()
+  if config.model.name != "decgan":
+    raise ValueError(f"{run.config_file}: model.name={config.model.name!r}, a run of another "
+                     "family; expected a DECGAN run (model.name='decgan')")
   state = restore_state(config, run.checkpoints, step, mesh)
   return TrainedModel(config=config, model=create_model(config.model),
                       variables={"params": state.params}, step=int(np.asarray(state.step)))

@@ -348,6 +348,24 @@ def test_transfer_functions_give_uint8_images_of_the_chosen_expression():
   assert cycles.shape == grid.shape and cycles.dtype == np.uint8
 
 
+def test_bad_inputs_get_one_line_errors(tmp_path):
+  task, config = tiny_task()
+  state = task.init_state(batch_of(), jax.random.PRNGKey(0))
+  model, variables = task.model, {"params": state.params}
+  images = np.asarray(batch_of(2)["image"])
+  for wrong in (np.zeros((2, 16, 16, 1), np.uint8), np.zeros((2, 8, 8, 3), np.uint8),
+                images.astype(np.float32)):
+    with pytest.raises(ValueError, match=r"^images of shape .*: expected uint8 \(B, 8, 8, 1\)"):
+      decgan_task.class_transfers(model, variables, wrong)
+  with pytest.raises(ValueError, match=r"^class index 3: expected an index in \[0, 3\)$"):
+    decgan.transfer_to_class(model, variables, images, np.array([0, 3]))
+  flow_run = Workdir(str(tmp_path))
+  flow_run.write_config(ml_collections.ConfigDict({**config.to_dict(),
+                                                   "model": {"name": "bplf"}}))
+  with pytest.raises(ValueError, match=r"config.json: model.name='bplf', a run of another family"):
+    decgan_task.load_trained(str(tmp_path))
+
+
 def test_class_mean_conditions_average_e2_over_each_class():
   task, _ = tiny_task()
   state = task.init_state(batch_of(), jax.random.PRNGKey(0))
