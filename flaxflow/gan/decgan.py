@@ -26,6 +26,11 @@ paper's setting selectable:
   x + G(z, l) - G(z, l') ("difference"); or G also draws a mask m and the output is
   m * G(z, l) + (1 - m) * x ("mask", GANimation's attention), so that pixels the expression does
   not move stay the input's.
+* `generator_sees_image` (beyond the paper): G also reads the image it redraws, average-pooled
+  to each layer's size and joined to the layer's input, as GANimation's and StarGAN's
+  generators read theirs. A code of at most 128 numbers does not say to the pixel where this
+  face's mouth and brows are, and where a drawing misplaces them no mask or weight can make the
+  output match the truth.
 * `discriminator_condition`: D joins the tiled condition after its first convolution (the
   paper, "concatenated"), or D judges real/fake alone and has a class head, trained on real
   images, that judges the generated image's expression ("class_head", as StarGAN).
@@ -115,6 +120,13 @@ class Encoder(nn.Module):
     return x, embedding, logits
 
 
+def average_pool(x: Array, factor: int) -> Array:
+  """The mean of each `factor` x `factor` block of (B, H, W, C) images."""
+  batch, height, width, channels = x.shape
+  return x.reshape(batch, height // factor, factor, width // factor, factor,
+                   channels).mean(axis=(2, 4))
+
+
 def upsample(x: Array) -> Array:
   """Each pixel repeated 2x2 (nearest neighbour)."""
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
@@ -151,7 +163,8 @@ class Generator(nn.Module):
   `mask`, a second k/1 convolution gives a mask in (0, 1) beside it (GANimation's attention).
 
   The input is concat(z, l): for a vector z (the paper's), a fully connected layer maps it to
-  the first feature map, of `start_shape`; for a feature map z, l is tiled over it. An
+  the first feature map, of `start_shape`; for a feature map z, l is tiled over it. Given an
+  `image`, each layer (and the output's) also reads it average-pooled to its input's size. An
   upsampling is a 2x2-strided transposed convolution (the paper) or `upsample` then a
   convolution (`upsampling="resize"`).
 
@@ -170,7 +183,10 @@ class Generator(nn.Module):
   mask: bool = False
 
   @nn.compact
-  def __call__(self, z: Array, condition: Array) -> Tuple[Array, Optional[Array]]:
+  def __call__(self, z: Array, condition: Array,
+               image: Optional[Array] = None) -> Tuple[Array, Optional[Array]]:
+    with_image = lambda x: x if image is None else jnp.concatenate(
+        [x, average_pool(image, image.shape[1] // x.shape[1])], axis=-1)
     if z.ndim == 2:
       height, width = self.start_shape
       x = nn.Dense(height * width * self.widths[0])(jnp.concatenate([z, condition], axis=-1))
@@ -180,6 +196,7 @@ class Generator(nn.Module):
     for index, (width, kernel) in enumerate(zip(self.widths, self.kernels)):
       doubles = index < len(self.widths) - 1
       size = (kernel, kernel)
+      x = with_image(x)
       if doubles and self.upsampling == "resize":
         x = ResizeConv(width, kernel)(x)
       else:
@@ -189,6 +206,7 @@ class Generator(nn.Module):
       if self.condition_shifts:
         x = x + nn.Dense(width)(condition)[:, None, None, :]
       x = nn.relu(x)
+    x = with_image(x)
     size = (self.output_kernel, self.output_kernel)
     drawn = jnp.tanh(conv.Conv(self.channels, size, padding="SAME")(x))
     if not self.mask:
@@ -260,6 +278,7 @@ class DECGAN(nn.Module):
   output: str = "drawn"
   discriminator_condition: str = "concatenated"
   expression_adversary_width: int = 0
+  generator_sees_image: bool = False
 
   def setup(self):
     encoder = dict(widths=self.encoder_widths, kernels=self.encoder_kernels,
@@ -321,13 +340,20 @@ class DECGAN(nn.Module):
     _, embedding, logits = self.E2(x)
     return jax.nn.softmax(logits), logits, embedding
 
-  def generate(self, z: Array, condition: Array, second: bool = False) -> Array:
+  def generate(self, z: Array, condition: Array, image: Optional[Array] = None,
+               second: bool = False) -> Array:
     """G1(z, l), or G2 when `second` (G1 itself when the generators are shared): the face G
-    draws, every pixel."""
-    return self._generator(second)(z, condition)[0]
+    draws, every pixel; `image` is the image of z, which G reads with `generator_sees_image`."""
+    return self._draw(z, condition, image, second)[0]
 
-  def _generator(self, second: bool) -> Generator:
-    return self.G1 if self.share_generators or not second else self.G2
+  def _draw(self, z: Array, condition: Array, image: Optional[Array],
+            second: bool) -> Tuple[Array, Optional[Array]]:
+    generator = self.G1 if self.share_generators or not second else self.G2
+    if not self.generator_sees_image:
+      return generator(z, condition)
+    if image is None:
+      raise ValueError("generator_sees_image=True: G needs the image of z as well")
+    return generator(z, condition, image)
 
   def redraw(self, x: Array, z: Array, condition: Array, source_condition: Array,
              second: bool = False) -> Array:
@@ -335,12 +361,12 @@ class DECGAN(nn.Module):
     `condition`, by `output`: G's drawing ("drawn"); x plus how the drawing changes from
     `source_condition` to `condition`, clipped to [-1, 1] ("difference"); or the drawing where
     G's mask m is on and x elsewhere, m * drawing + (1 - m) * x ("mask")."""
-    drawn, mask = self._generator(second)(z, condition)
+    drawn, mask = self._draw(z, condition, x, second)
     if self.output == "drawn":
       return drawn
     if self.output == "mask":
       return mask * drawn + (1.0 - mask) * x
-    return jnp.clip(x + drawn - self.generate(z, source_condition, second), -1.0, 1.0)
+    return jnp.clip(x + drawn - self.generate(z, source_condition, x, second), -1.0, 1.0)
 
   def discriminate(self, x: Array, condition: Array) -> Tuple[Array, Optional[Array]]:
     """D's patch logits (B, h, w) of images x, and its class logits (B, classes) or None."""
@@ -570,7 +596,8 @@ def train_step(state: adversarial.AdversarialState, batch: Dict[str, Array], rng
     reconstructed = apply(params, transferred, source_condition, target_condition,
                           method="cycle_to_condition")
     cycle = jnp.mean(jnp.abs(reconstructed - x))
-    reconstruction = jnp.mean(jnp.abs(apply(params, z, source_condition, method="generate") - x))
+    reconstruction = jnp.mean(jnp.abs(apply(params, z, source_condition, x, method="generate")
+                                      - x))
     change = jnp.mean(jnp.abs(transferred - x))
     classification = 0.5 * (
         optax.softmax_cross_entropy_with_integer_labels(source_logits, labels).mean()

@@ -39,5 +39,6 @@ def get_config() -> ml_collections.ConfigDict:
       generator_widths=(256, 128, 64), generator_kernels=(3, 3, 7), generator_output_kernel=7,
       discriminator_widths=(64, 128, 256, 512), discriminator_kernel=7, share_generators=True,
       condition_shifts=True, identity_code="embedding", upsampling="transposed", output="drawn",
-      discriminator_condition="concatenated", expression_adversary_width=0))
+      discriminator_condition="concatenated", expression_adversary_width=0,
+      generator_sees_image=False))
   return config

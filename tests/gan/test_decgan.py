@@ -25,7 +25,8 @@ TINY_MODEL = dict(name="decgan", image_shape=(8, 8, 1), num_classes=NUM_CLASSES,
                   generator_output_kernel=3, discriminator_widths=(4, 8, 8, 8),
                   discriminator_kernel=3, share_generators=True, condition_shifts=True,
                   identity_code="embedding", upsampling="transposed", output="drawn",
-                  discriminator_condition="concatenated", expression_adversary_width=0)
+                  discriminator_condition="concatenated", expression_adversary_width=0,
+                  generator_sees_image=False)
 
 
 def tiny_config(**overrides):
@@ -110,7 +111,8 @@ EVERY_OPTION = {"model.identity_code": "embedding", "model.upsampling": "resize"
                 "model.output": "mask", "decgan.change_weight": 1.0,
                 "model.discriminator_condition": "class_head",
                 "model.expression_adversary_width": 8, "decgan.expression_adversary_weight": 1.0,
-                "decgan.one_hot_fraction": 0.5, "decgan.paired_weight": 1.0}
+                "decgan.one_hot_fraction": 0.5, "decgan.paired_weight": 1.0,
+                "model.generator_sees_image": True}
 
 
 # Faces as small as the tiny model's, for the oracle's rendered pairs.
@@ -180,6 +182,22 @@ def test_the_mask_output_blends_the_drawing_into_the_input():
   np.testing.assert_allclose(
       model.apply(variables, x, source, target, method="transfer_between"),
       mask * drawn + (1 - mask) * x, atol=1e-6)
+
+
+def test_a_generator_that_sees_the_image_draws_from_it():
+  task, _ = tiny_task(**{"model.generator_sees_image": True})
+  variables = {"params": task.init_state(batch_of(), jax.random.PRNGKey(0)).params}
+  x = decgan.to_unit_range(batch_of(4)["image"])
+  z = task.model.apply(variables, x, method="identity")[0]
+  target = jax.nn.one_hot(jnp.full(4, 1), 3)
+  drawn = lambda image: task.model.apply(variables, z, target, image, method="generate")
+  # The drawing of each example depends on its own image, and on no other.
+  gradient = jax.grad(lambda image: drawn(image)[0].sum())(x)
+  assert float(jnp.abs(gradient[0]).max()) > 0 and not np.any(np.asarray(gradient[1:]))
+  with pytest.raises(ValueError, match="generator_sees_image=True: G needs the image"):
+    task.model.apply(variables, z, target, method="generate")
+  np.testing.assert_array_equal(decgan.average_pool(jnp.arange(16.).reshape(1, 4, 4, 1), 2)[
+      0, ..., 0], [[2.5, 4.5], [10.5, 12.5]])
 
 
 @pytest.mark.parametrize("upsampling, checkered", [("transposed", True), ("resize", False)])
