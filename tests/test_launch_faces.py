@@ -15,6 +15,7 @@ from flaxflow.data.synthetic_faces import factors
 from flaxflow.launch import faces
 from flaxflow.launch.configs import decgan_faces, default
 from flaxflow.scoring import readers as readers_lib
+from flaxflow.tasks import decgan as decgan_task
 from flaxflow.tasks.trained import TrainedModel
 from training_helpers import CHILD_TIMEOUT_S
 
@@ -105,7 +106,9 @@ def test_decgan_trains_and_its_transfer_is_scored_with_e2_beside_the_readers(tmp
   workdir = tmp_path / "decgan"
   run("train", f"--workdir={workdir}", *TINY_DECGAN, f"--config.data_dir={tmp_path / 'data'}")
   with open(workdir / "final_metrics.json") as file:
-    assert set(json.load(file)["eval"]) == {"accuracy", "cycle_l1"}
+    # E2's accuracy and the cycle, and the transfer scored against ground truth while it trains.
+    assert set(json.load(file)["eval"]) == {"accuracy", "cycle_l1", *(
+        f"transfer/{name}" for name in decgan_task.TRANSFER_FIGURES)}
   assert (workdir / "samples" / "step_0000002.png").exists()
   place_small_readers(decgan_faces.get_config(), tmp_path / "data")
   run("transfer", f"--workdir={workdir}", "--accelerator=cpu", "--inputs=0,1")
