@@ -1,14 +1,15 @@
-"""An in-memory data iterator, a recording metric writer, and a worker on simulated devices, for
-tests of the training loop."""
+"""An in-memory data iterator, a recording metric writer, a worker on simulated devices, and a
+stopped copy of a finished run, for tests of the training loop."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 
-from flaxflow import parallel
+from flaxflow import checkpointing, parallel
 
 
 # A child process's time limit only ends a hung test. A loaded 2-core machine ran the suite 5 times
@@ -76,3 +77,16 @@ def run_on_simulated_devices(worker_source: str, workdir, devices: int) -> dict:
   assert process.returncode == 0, process.stderr[-3000:]
   line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
   return json.loads(line[len("RESULT "):])
+
+
+def stopped_copy(finished, stopped, save_interval_steps):
+  """Copies the checkpoints of the run in `finished` into `stopped` without the last one: a run
+  stopped after the checkpoint before it (cheaper than training it). Returns the finished run's
+  checkpoint steps."""
+  shutil.copytree(os.path.join(finished, "checkpoints"), os.path.join(stopped, "checkpoints"))
+  manager = checkpointing.create_manager(os.path.join(stopped, "checkpoints"),
+                                         save_interval_steps=save_interval_steps)
+  steps = list(manager.all_steps())
+  manager.delete(steps[-1])
+  manager.close()
+  return steps

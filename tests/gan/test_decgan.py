@@ -3,7 +3,6 @@ history buffer, the condition reaching the generator, E2 reading new people's ex
 resume through the loop, the synthesis functions, and the task's config checks."""
 
 import math
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +12,11 @@ import optax
 import pytest
 
 from flaxflow.data.synthetic_faces import factors, render
-from flaxflow import checkpointing, conv, loop, parallel, scoring, tasks
+from flaxflow import conv, loop, parallel, scoring, tasks
 from flaxflow.gan import decgan
 from flaxflow.tasks import decgan as decgan_task
 from flaxflow.workdir import Workdir
-from training_helpers import ArrayIterator, RecordingWriter
+from training_helpers import ArrayIterator, RecordingWriter, stopped_copy
 
 NUM_CLASSES = 3
 TINY_MODEL = dict(name="decgan", image_shape=(8, 8, 1), num_classes=NUM_CLASSES,
@@ -412,12 +411,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
   # A copy of the run without its last checkpoint is a run stopped after step 3 (two training
   # runs, not three: each compiles its step).
   full, full_writer = run_loop(tmp_path / "full", tiny_config())
-  shutil.copytree(tmp_path / "full" / "checkpoints", tmp_path / "parts" / "checkpoints")
-  part = checkpointing.create_manager(str(tmp_path / "parts" / "checkpoints"),
-                                      save_interval_steps=3)
-  assert part.all_steps() == [3, 6]
-  part.delete(6)
-  part.close()
+  assert stopped_copy(tmp_path / "full", tmp_path / "parts", save_interval_steps=3) == [3, 6]
   resumed, resumed_writer = run_loop(tmp_path / "parts", tiny_config())
   assert int(resumed.state.extra.counts.sum()) == NUM_CLASSES * 4  # The buffer was resumed full.
   jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)

@@ -2,7 +2,6 @@
 evaluation through the shared tools, and the data-parallel step."""
 
 import os
-import shutil
 import textwrap
 
 import jax
@@ -11,12 +10,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from flaxflow import analysis, checkpointing, conv, loop, parallel, tasks
+from flaxflow import analysis, conv, loop, parallel, tasks
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.gan import ifgan
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.workdir import Workdir
-from training_helpers import ArrayIterator, RecordingWriter, run_on_simulated_devices
+from training_helpers import (ArrayIterator, RecordingWriter, run_on_simulated_devices,
+                              stopped_copy)
 
 SIDE, CLASSES = 16, 3
 CLASS_NAMES = ("a", "b", "c")
@@ -216,12 +216,7 @@ def test_resume_equals_an_uninterrupted_run_and_evaluate_reads_the_workdir(tmp_p
     assert sorted(os.listdir(tmp_path / "full" / "samples")) == ["step_0000002.png",
                                                                "step_0000004.png"]
     # A run stopped after its checkpoint of step 2: the full run's, without the later one.
-    shutil.copytree(tmp_path / "full" / "checkpoints", tmp_path / "parts" / "checkpoints")
-    manager = checkpointing.create_manager(str(tmp_path / "parts" / "checkpoints"),
-                                           save_interval_steps=2)
-    assert manager.all_steps() == [2, 4]
-    manager.delete(4)
-    manager.close()
+    assert stopped_copy(tmp_path / "full", tmp_path / "parts", save_interval_steps=2) == [2, 4]
     resumed, resumed_writer = run(tmp_path / "parts", tiny_config(), examples)
   assert sorted(resumed_writer.scalars) == [3, 4]  # it took the steps after the checkpoint only
   jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
