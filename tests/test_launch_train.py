@@ -2,6 +2,7 @@
 
 import glob
 import importlib.util
+import inspect
 import json
 import os
 import signal
@@ -95,6 +96,9 @@ def test_every_config_builds_its_model(path):
   family = tasks.family_of(config)
   variables = jax.eval_shape(lambda: family.init_variables(config, jax.random.PRNGKey(0)))
   assert jax.tree.leaves(variables["params"])
+  # What a family declares it takes is what its create_task accepts.
+  accepts = "synthetic_faces" in inspect.signature(family.create_task).parameters
+  assert tasks.takes_synthetic_faces(config) == accepts
 
 
 def test_emotion_set_config_takes_the_image_size():

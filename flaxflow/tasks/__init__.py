@@ -1,7 +1,7 @@
 """Model families as tasks of the shared training loop (`flaxflow.loop.Task`), chosen by the
 config's `model.name`.
 
-Each family's module declares `MODEL_NAMES` and gives:
+Each family's module declares `MODEL_NAMES` and `TAKES_SYNTHETIC_FACES` and gives:
   `check_config(config)`: its own config fields, checked before any data is loaded;
   `create_model(model_config)`: the model (a module with `flaxflow.models.capabilities`);
   `create_task(config, mesh, *, image_shape, class_names, eval_batches, train_batches)`: the
@@ -21,7 +21,6 @@ The families that transfer expressions (flows, DECGAN) also give
     pass over its training split, `shift` a flow's `analysis.generation.LatentShift`.
 """
 
-import inspect
 from types import ModuleType
 from typing import Optional, Tuple
 
@@ -53,7 +52,7 @@ def takes_synthetic_faces(config: ml_collections.ConfigDict) -> bool:
   """Whether `config`'s family scores itself against ground truth while it trains (IF-GAN,
   DECGAN): its `create_task` then takes `synthetic_faces` (the run's synthetic-faces build and
   independent readers, `flaxflow.tasks.ifgan.SyntheticFaces`)."""
-  return "synthetic_faces" in inspect.signature(family_of(config).create_task).parameters
+  return family_of(config).TAKES_SYNTHETIC_FACES
 
 
 def batch_features(config: ml_collections.ConfigDict) -> Tuple[str, ...]:

@@ -25,6 +25,8 @@ from flaxflow.workdir import Workdir
 
 Array = jax.Array
 MODEL_NAMES = ("cnn",)
+# Trains without the synthetic faces' build and readers.
+TAKES_SYNTHETIC_FACES = False
 
 
 def create_model(model_config: ml_collections.ConfigDict) -> CNNClassifier:

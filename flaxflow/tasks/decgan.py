@@ -46,6 +46,8 @@ from flaxflow.workdir import Workdir
 
 Array = jax.Array
 MODEL_NAMES = ("decgan",)
+# Scores itself against ground truth while it trains: create_task takes synthetic_faces.
+TAKES_SYNTHETIC_FACES = True
 # What `create_task` takes as `synthetic_faces`: a callable giving the run's synthetic-faces
 # build and its independent readers, called when the transfer is first scored.
 SyntheticFaces = Callable[[], Tuple[scoring.FaceBuild, scoring.Readers]]

@@ -31,6 +31,8 @@ Array = jax.Array
 Batch = loop.Batch
 LossFn = evaluation.LossFn
 MODEL_NAMES = tuple(models.MODELS)
+# Trains without the synthetic faces' build and readers.
+TAKES_SYNTHETIC_FACES = False
 
 
 @flax.struct.dataclass

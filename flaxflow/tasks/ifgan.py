@@ -50,6 +50,8 @@ Array = jax.Array
 Batch = loop.Batch
 BatchesFn = Callable[[], Iterable[batches_lib.Batch]]
 MODEL_NAMES = tuple(ifgan.MODELS)
+# Scores itself against ground truth while it trains: create_task takes synthetic_faces.
+TAKES_SYNTHETIC_FACES = True
 CENTRES = "centres"
 LOSS_WEIGHTS = ("gan_weight", "l1_weight", "softmax_weight", "island_weight")
 LOSS_SWITCHES = ("classifier_real_pair", "classifier_trains_generator")
