@@ -447,6 +447,19 @@ def _out_of_memory(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
+_REFUSED_TEMPORARIES = re.compile(r"HLO temporaries \(([0-9.]+)([KMGT])\)")
+
+
+def refused_temp_bytes(message: str) -> Optional[int]:
+  """The temporaries a TPU compiler's refusal says the program needed ("... the total memory
+  required for HLO temporaries (23.74G) exceeds available HBM (15.75G)", binary units), or None
+  where the message does not say."""
+  match = _REFUSED_TEMPORARIES.search(message)
+  if not match:
+    return None
+  return int(float(match.group(1)) * 1024 ** ("KMGT".index(match.group(2)) + 1))
+
+
 def _example_batch(image_shape: Sequence[int], num_classes: int) -> Dict[str, np.ndarray]:
   """One batch with every class (what a family that reads the training split first sees)."""
   count = max(num_classes, 1)
@@ -515,6 +528,7 @@ def compile_train_step(config: ml_collections.ConfigDict, target: Target,
     if not _out_of_memory(error):
       raise
     report.compiler_message = str(error).strip().splitlines()[0]
+    report.temp_bytes = refused_temp_bytes(report.compiler_message)
   report.compile_seconds = time.perf_counter() - start
   report.compile_cpu_seconds = time.process_time() - start_cpu
   if report.compiler_message:
@@ -537,7 +551,8 @@ def compile_train_step(config: ml_collections.ConfigDict, target: Target,
 
 
 def max_per_chip_batch(compile_at: Callable[[int], StepReport], first: StepReport,
-                       limit: int = 1 << 16) -> Tuple[int, List[StepReport]]:
+                       limit: int = 1 << 16,
+                       refusals_are_cheap: bool = False) -> Tuple[int, List[StepReport]]:
   """The largest per-chip batch whose step fits, searched by compiling from the report `first`
   (at most `limit`), and every probe's report.
 
@@ -550,6 +565,15 @@ def max_per_chip_batch(compile_at: Callable[[int], StepReport], first: StepRepor
   batch per compile: a probe that would fall in the outer quarter of a closed bracket is its
   middle instead, so each probe removes at least a quarter of it. 0: even one image does not
   fit.
+
+  `refusals_are_cheap`: the compiler refuses a program that does not fit before it generates
+  any code (a TPU's: a refusal takes seconds, a compile that fits minutes), and says how much
+  it would have needed. Then the search spends refusals to save compiles: from one probe it
+  first goes past the memory (where the probe's temporaries per image would need four times the
+  room it leaves), takes the refusals' figures as points of the line, probes one batch above the
+  line's answer before the answer itself, and only the lower side of a bracket is guarded
+  against the line (creeping down from above costs refusals alone). With an accurate line the
+  largest batch costs one compile that fits.
   """
   probes: Dict[int, StepReport] = {}
   fits_up_to, fails_from = 0, limit + 1
@@ -562,23 +586,47 @@ def max_per_chip_batch(compile_at: Callable[[int], StepReport], first: StepRepor
       fails_from = report.per_chip_batch
     if fails_from - fits_up_to <= 1:
       return fits_up_to, [probes[batch] for batch in sorted(probes)]
-    report = compile_at(_next_probe(probes, fits_up_to, fails_from))
+    report = compile_at(_next_probe(probes, fits_up_to, fails_from, refusals_are_cheap))
 
 
-def _next_probe(probes: Dict[int, StepReport], fits_up_to: int, fails_from: int) -> int:
+def _peaks(probes: Dict[int, StepReport]) -> List[Tuple[int, float, int]]:
+  """(batch, peak bytes, chip memory) of every probe whose peak is known: compiled, or refused
+  with the temporaries it needed (then the rest of the peak is taken from a compiled probe)."""
+  compiled = [report for report in probes.values() if report.peak_bytes_per_chip]
+  fixed = next((report.peak_bytes_per_chip - report.temp_bytes for report in compiled
+                if report.temp_bytes is not None), None)
+  peaks = []
+  for batch, report in probes.items():
+    if report.peak_bytes_per_chip:
+      peaks.append((batch, report.peak_bytes_per_chip, report.memory_bytes_per_chip))
+    elif report.temp_bytes is not None and fixed is not None:
+      peaks.append((batch, fixed + report.temp_bytes, report.memory_bytes_per_chip))
+  return sorted(peaks)
+
+
+def _next_probe(probes: Dict[int, StepReport], fits_up_to: int, fails_from: int,
+                refusals_are_cheap: bool = False) -> int:
   """The next batch to compile: `max_per_chip_batch`'s rule."""
-  measured = sorted((batch, report.peak_bytes_per_chip, report.memory_bytes_per_chip)
-                    for batch, report in probes.items() if report.peak_bytes_per_chip)
+  measured = _peaks(probes)
   guess = None
   if len(measured) >= 2:
     nearest = sorted(measured, key=lambda probe: abs(probe[0] - fits_up_to))[:2]
     (b1, p1, memory), (b2, p2, _) = sorted(nearest)
     if p2 > p1:
       guess = int(b1 + (memory - p1) * (b2 - b1) / (p2 - p1))
-  if guess is None:
+  if guess is None and refusals_are_cheap and fits_up_to and fails_from not in probes:
+    # Past the memory, where the temporaries per image would need four times the room left.
+    report = probes[fits_up_to]
+    room = report.memory_bytes_per_chip - report.peak_bytes_per_chip
+    per_image = (report.temp_bytes or report.peak_bytes_per_chip) / fits_up_to
+    guess = fits_up_to + max(fits_up_to, int(4 * room / per_image))
+  elif guess is None:
     guess = fits_up_to * 2 if fits_up_to else fails_from // 2
+  elif refusals_are_cheap and guess + 1 not in probes:
+    guess += 1
   if fails_from in probes:  # A closed bracket: the line may only narrow it by a quarter or more.
     quarter = (fails_from - fits_up_to) // 4
-    if not fits_up_to + quarter <= guess <= fails_from - quarter:
+    too_low = guess < fits_up_to + quarter
+    if too_low or (not refusals_are_cheap and guess > fails_from - quarter):
       guess = (fits_up_to + fails_from) // 2
   return min(max(guess, fits_up_to + 1), fails_from - 1)

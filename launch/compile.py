@@ -130,7 +130,9 @@ def main(argv) -> None:
   record = {"command": shlex.join(["python", "-m", "launch.compile", *sys.argv[1:]]),
             **record_of(report)}
   if _MAX_BATCH.value:
-    largest, probes = aot.max_per_chip_batch(compile_at, report)
+    # A TPU compiler refuses a program over its memory in seconds, before generating code.
+    largest, probes = aot.max_per_chip_batch(compile_at, report,
+                                             refusals_are_cheap=target.chip.platform == "tpu")
     record.update(max_per_chip_batch=largest,
                   max_batch_probes=[record_of(probe) for probe in probes])
   print(table(record), flush=True)

@@ -1,6 +1,7 @@
 """flaxflow.aot and `python -m launch.compile`: a tiny BPLF compiled for a TPU slice and for GPUs
 from this CPU machine, with compile-only devices (libtpu, jax-cuda12-plugin: the test extra)."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -138,6 +139,36 @@ def test_max_batch_search_narrows_fast_where_the_peak_stops_growing():
 
   largest, _ = aot.max_per_chip_batch(compile_at, compile_at(8))
   assert largest == 1000 and len(compiled) <= 16
+
+
+def test_max_batch_search_spends_refusals_where_they_are_cheap():
+  """A TPU compiler's refusal takes seconds and says the temporaries it needed: from one probe
+  the search finds the largest batch with one more compile that fits."""
+  fitting = []
+
+  def compile_at(batch):  # 2000 fixed + 300 bytes of temporaries per image, 10,000 bytes.
+    temp, fixed = 300 * batch, 2000
+    fits = fixed + temp <= 10_000
+    fitting.extend([batch] if fits else [])
+    return aot.StepReport(target=TPU, chip="chip", chips=1, per_chip_batch=batch,
+                          global_batch=batch, fits=fits, memory_bytes_per_chip=10_000,
+                          peak_bytes_per_chip=fixed + temp if fits else None, temp_bytes=temp)
+
+  largest, probes = aot.max_per_chip_batch(compile_at, compile_at(2), refusals_are_cheap=True)
+  assert largest == 26 and fitting == [2, 26] and len(probes) <= 4
+  # Without the refusals' figures (another compiler's message) it still ends, by halving.
+  fitting.clear()
+  unmeasured = lambda batch: dataclasses.replace(
+      compile_at(batch), temp_bytes=None if batch > 26 else 300 * batch)
+  largest, probes = aot.max_per_chip_batch(unmeasured, unmeasured(2), refusals_are_cheap=True)
+  assert largest == 26 and len(probes) <= 9
+
+
+def test_the_refusal_message_gives_the_temporaries_it_needed():
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+             "temporaries (23.74G) exceeds available HBM (15.75G).")
+  assert aot.refused_temp_bytes(message) == int(23.74 * 2 ** 30)
+  assert aot.refused_temp_bytes("RESOURCE_EXHAUSTED: out of memory") is None
 
 
 @pytest.mark.parametrize("text, message", [
