@@ -16,6 +16,7 @@ import subprocess
 import sys
 from typing import Dict, List, NamedTuple, Tuple
 
+import ml_collections
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +119,7 @@ def importable_name(module: str) -> str:
 # before removed); argparse ones build their parser in `main`, whose `parse_args` is stopped.
 _FLAG_READER = r"""
 import argparse, importlib, json, sys
-from absl import app, flags, logging
+from absl import app, flags, logging  # app and logging: the flags every absl program has
 from ml_collections import config_flags
 
 class Parsed(Exception):
@@ -177,12 +178,10 @@ def load_config(path_and_argument: str):
   return config_module.get_config(argument) if argument else config_module.get_config()
 
 
-def has_field(config, dotted: str) -> bool:
+def has_field(config: ml_collections.ConfigDict, dotted: str) -> bool:
+  """Whether `--config.<dotted>=...` names a field of `config` (a value has no fields)."""
   for field in dotted.split("."):
-    try:
-      if field not in config:
-        return False
-    except TypeError:  # a value, not a ConfigDict, has no fields
+    if not isinstance(config, ml_collections.ConfigDict) or field not in config:
       return False
     config = config[field]
   return True
