@@ -160,7 +160,8 @@ def _archive_or_tfds(has_archive: Callable, read_archive: Callable, class_names,
     except requests.exceptions.RequestException as error:
       raise DownloadError(
           f"{name}: downloading through TFDS failed ({type(error).__name__}); without a network, "
-          f"put the original archives in data_dir and load with download=False (--config.download=False)") from error
+          "put the original archives in data_dir and load with download=False "
+          "(--config.download=False)") from error
     return _standardize(dataset), _info_from_tfds(name, info, class_names)
 
   return load_dataset

@@ -1,8 +1,9 @@
 """Orbax checkpoints of the train state together with the data iterator's state, and SIGTERM.
 
-Each checkpoint step holds two items: "state" (the train state's arrays) and "data" (the JSON state of
-the training data iterator), so a resumed run continues the same data order. Orbax writes a step into
-a temporary directory and renames it only once complete, so an interrupted save is never listed.
+Each checkpoint step holds two items: "state" (the train state's arrays) and "data" (the JSON state
+of the training data iterator), so a resumed run continues the same data order. Orbax writes a step
+into a temporary directory and renames it only once complete, so an interrupted save is never
+listed.
 """
 
 import contextlib
@@ -102,8 +103,8 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
             step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
   """(state, data_state) of `step` (default: the latest complete one).
 
-  `abstract_state` is the state's structure with `jax.ShapeDtypeStruct` leaves carrying the shardings
-  to restore onto.
+  `abstract_state` is the state's structure with `jax.ShapeDtypeStruct` leaves carrying the
+  shardings to restore onto.
   """
   step = manager.latest_step() if step is None else step
   if step is None:
@@ -175,7 +176,8 @@ def restore_latest_readable(manager: ocp.CheckpointManager, abstract_state: Any,
     return restored
   if not failures:
     raise FileNotFoundError(f"no complete checkpoint in {manager.directory}")
-  raise ValueError(f"no readable checkpoint in {manager.directory}: " + "; ".join(failures.values()))
+  raise ValueError(f"no readable checkpoint in {manager.directory}: "
+                   + "; ".join(failures.values()))
 
 
 def restore_for_reading(directory: str, abstract_state: Any, step: Optional[int] = None) -> Any:

@@ -1,12 +1,12 @@
 """Learned Gaussian priors of the multi-scale flows.
 
-`SplitPrior` is the prior of the half of the channels that a level splits off, conditioned on the half
-that goes on (Glow's learned prior); `TopPrior` is the prior of the deepest latent, a learned mean and
-scale map. Both become class-conditional when given a one-hot label: the label adds a learned
-per-class offset map (every position and channel) to the mean and log-scale: a per-channel offset
-broadcast over H and W, Glow's choice, cannot say where a class differs, and expressions differ
-in places (the mouth corners, the brows). Every output layer starts at zero, so at initialisation
-every prior is a standard normal.
+`SplitPrior` is the prior of the half of the channels that a level splits off, conditioned on the
+half that goes on (Glow's learned prior); `TopPrior` is the prior of the deepest latent, a learned
+mean and scale map. Both become class-conditional when given a one-hot label: the label adds a
+learned per-class offset map (every position and channel) to the mean and log-scale: a per-channel
+offset broadcast over H and W, Glow's choice, cannot say where a class differs, and expressions
+differ in places (the mouth corners, the brows). Every output layer starts at zero, so at
+initialisation every prior is a standard normal.
 """
 
 from typing import Optional, Tuple
@@ -25,7 +25,8 @@ Array = jax.Array
 def gaussian_log_prob(z: Array, mean: Array, log_scale: Array) -> Array:
   """Per-example log N(z; mean, exp(log_scale)^2), summed over all but the batch axis."""
   z, mean, log_scale = (a.astype(jnp.float32) for a in (z, mean, log_scale))
-  log_density = -0.5 * (np.log(2 * np.pi) + 2.0 * log_scale + ((z - mean) * jnp.exp(-log_scale)) ** 2)
+  standardized = (z - mean) * jnp.exp(-log_scale)
+  log_density = -0.5 * (np.log(2 * np.pi) + 2.0 * log_scale + standardized ** 2)
   return sum_except_batch(log_density)
 
 

@@ -58,7 +58,7 @@ def image_grid(images: np.ndarray, row_labels: Sequence[str] = ()) -> Image.Imag
 
 
 def save_image_grid(path: str, images: np.ndarray, row_labels: Sequence[str] = ()) -> str:
-  """Writes `image_grid(images, row_labels)` to `path` as PNG (creating its folder); returns path."""
+  """Writes `image_grid(images, row_labels)` to `path` as PNG (making its folder); returns path."""
   grid = image_grid(images, row_labels)
   folder = os.path.dirname(path)
   if folder:

@@ -1,8 +1,8 @@
 """Dequantisation, bits per dimension, and the training losses of the flow models.
 
-Images are n-bit integers k in [0, 2**n_bits); a flow models continuous x = (k + u) / n_bins - 0.5 with
-u ~ U[0, 1)^D (uniform dequantisation), so the discrete log-likelihood is bounded below by
-log p(x) - D log n_bins and bits/dim = -(log p(x) - D log n_bins) / (D ln 2).
+Images are n-bit integers k in [0, 2**n_bits); a flow models continuous x = (k + u) / n_bins - 0.5
+with u ~ U[0, 1)^D (uniform dequantisation), so the discrete log-likelihood is bounded below by log
+p(x) - D log n_bins and bits/dim = -(log p(x) - D log n_bins) / (D ln 2).
 
 A model with `svd_rank` (BPLF's SVD truncation) is a density of the truncated data: the integer
 image is truncated, rounded back to n-bit integers, and only then dequantised (`model_input`).

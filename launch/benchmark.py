@@ -1,4 +1,4 @@
-"""Benchmarks flaxflow's jitted train step against PyTorch peers in the same run, and its convolutions.
+"""Benchmarks flaxflow's jitted train step against PyTorch peers in one run, and its convolutions.
 
   python -m launch.benchmark --suite=peer --output=/tmp/peer.json    # Glow and BPLF vs PyTorch
   python -m launch.benchmark --suite=conv --output=/tmp/conv.json    # every layer, both paths
@@ -8,8 +8,8 @@
   python -m launch.benchmark --model=decgan --batch_size=16   # a GAN's step (also ifgan)
   python -m launch.benchmark --profile_dir=/tmp/trace   # + time per XLA operation of the step
 
-Prints one JSON record per measurement and writes them all to --output. The peers (normflows'
-Glow, a torch.nn BPLF, torch.nn's convolutions) need the `bench` extra (`pip install -e ".[bench]"`).
+Prints one JSON record per measurement and writes them all to --output. The peers (normflows' Glow,
+a torch.nn BPLF, torch.nn's convolutions) need the `bench` extra (`pip install -e ".[bench]"`).
 """
 
 import argparse
@@ -81,7 +81,8 @@ def gan_config(args) -> ml_collections.ConfigDict:
   target faces are the paper's class pixel means of the (random) batch: the step only looks its
   targets up, and the renders of the average person that the faces config draws instead need the
   dataset's build and readers, which a benchmark on random images has not."""
-  config = importlib.import_module(f"flaxflow.launch.configs.{GAN_CONFIGS[args.model]}").get_config()
+  config_module = importlib.import_module(f"flaxflow.launch.configs.{GAN_CONFIGS[args.model]}")
+  config = config_module.get_config()
   config.batch_size = args.batch_size
   if "target_face" in config:
     config.target_face = "class_pixel_mean"
@@ -309,7 +310,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--scan_unroll", type=positive_int, default=1,
                       help="flow steps per scan iteration (K unrolls a level fully)")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                      help="compute dtype of the coupling networks (log-dets and loss stay float32)")
+                      help="compute dtype of the coupling networks (log-dets, loss: float32)")
   parser.add_argument("--warmup_steps", type=positive_int, default=2)
   parser.add_argument("--timed_steps", type=positive_int, default=10,
                       help="steps timed (per round in the peer suite)")

@@ -1,7 +1,8 @@
 """Train-step throughput of the PyTorch peers, and torch.nn's time for single convolutions.
 
 Two peers: a class-conditional Glow built from `normflows`, and a class-conditional BPLF written
-directly in torch.nn (what a user would write instead of flaxflow's). The Glow follows normflows' own multiscale Glow recipe: per level K `GlowBlock`s (ActNorm,
+directly in torch.nn (what a user would write instead of flaxflow's). The Glow follows normflows'
+own multiscale Glow recipe: per level K `GlowBlock`s (ActNorm,
 LU-parametrised invertible 1x1 convolution, affine coupling with a conv3x3 -> conv1x1 -> conv3x3
 network of the given hidden width and a sigmoid scale) and a `Squeeze`; a `Merge` (the split,
 seen from the data side) between levels; one `ClassCondDiagGaussian` prior per level. One train

@@ -1,5 +1,6 @@
 """Measurements of the jitted train step (throughput, compile time, memory, achieved FLOP/s) and of
-single convolution layers (the products path of `flaxflow.conv` against lax's, in and out of a scan).
+single convolution layers (the products path of `flaxflow.conv` against lax's, in and out of a
+scan).
 
 Each number comes from the step itself: wall time around `block_until_ready`, XLA's buffer
 assignment (`memory_analysis`) for its memory, and two FLOP counts. XLA's cost analysis counts

@@ -24,7 +24,8 @@ from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.launch import faces, research, runs
 
 _RUN = research.define_run_flags()
-_FIGURE = flags.DEFINE_string("figure", None, "Grid PNG (default: WORKDIR/analysis/ifgan_grid.png).")
+_FIGURE = flags.DEFINE_string("figure", None,
+                              "Grid PNG (default: WORKDIR/analysis/ifgan_grid.png).")
 _GRID_INPUTS = flags.DEFINE_integer("grid_inputs", 3, "Test inputs per class in the grid.")
 
 

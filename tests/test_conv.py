@@ -1,5 +1,6 @@
-"""flaxflow.conv against flax.linen's Conv and ConvTranspose: parameters, outputs, gradients, paths."""
+"""flaxflow.conv against flax.linen's Conv, ConvTranspose: parameters, outputs, gradients, paths."""
 
+import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -184,8 +185,8 @@ def test_forward_mode_jacobian():
   x = _inputs(3, shape=(1, 4, 4))
   kernel = jnp.asarray(np.random.default_rng(2).standard_normal((3, 3, 3, 5)), jnp.float32)
   for strides in ((1, 1), (2, 2)):
-    convolve = lambda x: fconv.conv_general_dilated(x, kernel, strides, "SAME",
-                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    convolve = functools.partial(fconv.conv_general_dilated, rhs=kernel, window_strides=strides,
+                                 padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(jax.jacfwd(convolve)(x), jax.jacrev(convolve)(x),
                                rtol=1e-5, atol=1e-5)
 

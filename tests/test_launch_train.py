@@ -40,7 +40,7 @@ def load_config(path, argument=None):
 
 
 def launch(workdir, *flags, log_name=None, env=None):
-  """Starts a run whose output goes to a file next to its workdir (a pipe could fill and stall it)."""
+  """Starts a run whose output goes to a file beside its workdir (a full pipe would stall it)."""
   log = open(log_name or f"{workdir}.log", "a")
   process = subprocess.Popen([sys.executable, "-m", "launch.train", f"--workdir={workdir}", *flags],
                              cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
@@ -116,14 +116,16 @@ def test_missing_accelerator_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("flag, message", [
     ("--config.foo=1", "error: --config.foo: the config has no field 'foo'"),
-    ("--config.keep_checkpoints=0", "error: --config.keep_checkpoints=0: expected a positive integer"),
+    ("--config.keep_checkpoints=0",
+     "error: --config.keep_checkpoints=0: expected a positive integer"),
     ("--config.optimizer.learning_rate=nan",
      "error: --config.optimizer.learning_rate=nan: expected a finite number > 0"),
     ("--config.log_every=0", "error: --config.log_every=0: expected a positive integer"),
     ("--config.model.name=gan",
      "error: --config.model.name='gan': expected one of "
      + ", ".join(sorted(name for family in tasks.FAMILIES for name in family.MODEL_NAMES))),
-    ("--config=launch/configs/missing.py", "error: --config=launch/configs/missing.py: no such file"),
+    ("--config=launch/configs/missing.py",
+     "error: --config=launch/configs/missing.py: no such file"),
     ("--no_such_flag=1", "error: Unknown command line flag 'no_such_flag'"),
     ("--workdir=", "error: flag --workdir=: expected a folder, got an empty path"),
 ])

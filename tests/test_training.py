@@ -188,8 +188,8 @@ def test_ema_follows_the_parameters():
   for step, decay in [(0, 0.1), (20, 0.5)]:  # 0.1 = (1 + 0) / (10 + 0): early steps forget faster.
     state = state.replace(step=jnp.int32(step))
     new_state, _ = train_step(state, batch)
-    expected = jax.tree.map(lambda old, new: decay * old + (1 - decay) * new, state.ema_params,
-                            new_state.params)
+    expected = jax.tree.map(lambda old, new, decay=decay: decay * old + (1 - decay) * new,
+                            state.ema_params, new_state.params)
     jax.tree.map(lambda actual, wanted: np.testing.assert_allclose(actual, wanted, rtol=1e-6),
                  new_state.ema_params, expected)
     state = new_state

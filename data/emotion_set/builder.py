@@ -22,7 +22,7 @@ from etils import epath
 from absl import logging
 
 from flaxflow.data import features
-from flaxflow.data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
+from flaxflow.data import tf_cpu  # noqa: F401  (its import hides GPUs before TFDS uses TF)
 from flaxflow.data.emotion_set import assemble
 from flaxflow.data.sources import records
 

@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from flaxflow.data import features
-from flaxflow.data import tf_cpu  # pylint: disable=unused-import  (hides GPUs before TFDS uses TF)
+from flaxflow.data import tf_cpu  # noqa: F401  (its import hides GPUs before TFDS uses TF)
 from flaxflow.data.synthetic_faces import factors
 from flaxflow.data.synthetic_faces.renderer import render
 

@@ -12,7 +12,8 @@ from flaxflow.models.multiscale import MultiscaleFlow
 
 MODELS = {"glow": Glow, "bplf": BPLF, "classifier": ConditionalGlowClassifier}
 
-__all__ = ["BPLF", "ConditionalGlowClassifier", "Glow", "MODELS", "MultiscaleFlow", "create", "create_from"]
+__all__ = ["BPLF", "ConditionalGlowClassifier", "Glow", "MODELS", "MultiscaleFlow", "create",
+           "create_from"]
 
 
 def create(model_config: Mapping[str, Any]) -> nn.Module:
@@ -34,4 +35,5 @@ def create_from(registry: Mapping[str, Any], model_config: Mapping[str, Any]) ->
   try:
     return registry[name](**fields)
   except TypeError as error:
-    raise ValueError(f"model config for {name!r} has a field the model does not take: {error}") from None
+    raise ValueError(
+        f"model config for {name!r} has a field the model does not take: {error}") from None

@@ -1,7 +1,7 @@
 """BPLF, the Bi-Parallel Linear Flow: steps of invertible 1x1 conv -> bi-parallel linear transform.
 
-Class-conditional as in the paper's eq. 3-8 when `num_classes > 0`: the one-hot label is fed to every
-g_k of every step (`condition_steps`) and to the priors.
+Class-conditional as in the paper's eq. 3-8 when `num_classes > 0`: the one-hot label is fed to
+every g_k of every step (`condition_steps`) and to the priors.
 """
 
 import functools

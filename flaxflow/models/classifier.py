@@ -1,13 +1,14 @@
-"""The conditional-Glow expression classifier (flow-latent expression recognition paper, section III).
+"""The conditional-Glow expression classifier (flow-latent expression recognition paper, sec. III).
 
-A Glow f(x) maps an image to latents {z_L, ..., z_1} with z_1 the deepest one; a small conditional flow
-h(z_1, y) (one level of Glow steps, the one-hot y fed to every coupling) maps z_1 to z_1', which has a
-learned Gaussian prior. So
+A Glow f(x) maps an image to latents {z_L, ..., z_1} with z_1 the deepest one; a small conditional
+flow h(z_1, y) (one level of Glow steps, the one-hot y fed to every coupling) maps z_1 to z_1',
+which has a learned Gaussian prior. So
 
-    log p(x | y) = log p(z_L..z_2 | f) + log|det df/dx| + log N(h(z_1, y)) + log|det dh/dz_1|   (eq. 2)
+    log p(x | y) = log p(z_L..z_2 | f) + log|det df/dx| + log N(h(z_1, y)) + log|det dh/dz_1|
+                                                                                          (eq. 2)
 
-and the class logits are log p(x | y=i) + log p(y=i) for every class i (eq. 4): f runs once, h once per
-class (the classes are stacked along the batch axis). log p(y) is a learned categorical.
+and the class logits are log p(x | y=i) + log p(y=i) for every class i (eq. 4): f runs once, h once
+per class (the classes are stacked along the batch axis). log p(y) is a learned categorical.
 """
 
 import functools

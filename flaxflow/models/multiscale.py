@@ -1,9 +1,9 @@
 """The multi-scale architecture shared by Glow and BPLF (Dinh et al.'s Real NVP, as Glow uses it).
 
 Each of the L levels squeezes (2x2 space-to-depth), runs K flow steps, and, except the last, splits
-half of the channels off to a learned Gaussian prior conditioned on the other half; the deepest latent
-has a learned prior of its own. With `num_classes > 0` the priors are class-conditional, and with
-`condition_steps` the one-hot label is also fed to every step's coupling network.
+half of the channels off to a learned Gaussian prior conditioned on the other half; the deepest
+latent has a learned prior of its own. With `num_classes > 0` the priors are class-conditional, and
+with `condition_steps` the one-hot label is also fed to every step's coupling network.
 
 Latents are returned shallowest first: ``(z_1, ..., z_{L-1}, z_top)``.
 """
@@ -103,7 +103,7 @@ class MultiscaleFlow(ModelCapabilities, nn.Module):
 
   def decode_levels(self, h_top: Array, cond: Optional[Array],
                     split_latent: Callable[[int, Array], Array]) -> Array:
-    """Inverts the levels from the deepest latent; `split_latent(level, h)` gives each split-off z."""
+    """Inverts the levels from the deepest latent; `split_latent(level, h)` gives each split z."""
     h = h_top
     for level in reversed(range(self.levels)):
       if level < self.levels - 1:

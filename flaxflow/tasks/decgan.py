@@ -448,11 +448,13 @@ def transfer_methods(run: TrainedModel, train_batches: Callable[[], Iterable[bat
   own_reader = functools.partial(expression_classes, model, variables)
   conditions = {"one_hot": None,
                 "class_mean": class_mean_conditions(model, variables, train_batches())}
-  return {name: scoring.Method(
-      lambda images, labels, transfer=class_transfer(model, condition): transfer(variables,
-                                                                                 images),
-      own_reader=own_reader, description=f"G1(E1(x), l_c), l_c = {name.replace('_', ' ')} of c")
-      for name, condition in conditions.items()}
+
+  def method(name, condition):
+    transfer = class_transfer(model, condition)
+    return scoring.Method(lambda images, labels: transfer(variables, images), own_reader=own_reader,
+                          description=f"G1(E1(x), l_c), l_c = {name.replace('_', ' ')} of c")
+
+  return {name: method(name, condition) for name, condition in conditions.items()}
 
 
 def restore_state(config: ml_collections.ConfigDict, checkpoint_dir: str,

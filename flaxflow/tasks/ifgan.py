@@ -22,6 +22,7 @@ split's own accuracy.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -308,7 +309,7 @@ def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
       continue
     generated = inference.generate(variables, faces.image)
     drawn = to_uint8(generated)
-    classes = lambda second: inference.classes(variables, faces.image, second)
+    classes = functools.partial(inference.classes, variables, faces.image)
     metrics["accuracy"] = truth_lib.accuracy(classes(generated), faces.label)
     metrics["g_l1_to_average_identity"], metrics["g_ssim"] = _against_truth(drawn, faces.truth)
     metrics["reader_accuracy_generated"] = truth_lib.accuracy(
@@ -326,7 +327,8 @@ def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
     metrics["other_g_followed"] = truth_lib.accuracy(with_other_g, faces.label[others])
     if diagnostics:
       table = jnp.asarray(variables["constants"]["target_faces"])
-      target_of = lambda labels: np.asarray(ifgan.target_faces(table, labels, faces.intensity))
+      target_of = lambda labels, table=table, faces=faces: np.asarray(
+          ifgan.target_faces(table, labels, faces.intensity))
       metrics["accuracy_with_true_target"] = truth_lib.accuracy(
           classes(target_of(faces.label)), faces.label)
       metrics["accuracy_with_other_target"] = truth_lib.accuracy(

@@ -5,7 +5,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.dataset = "digits"  # A name for data.datasets.load: digits, mnist, cifar10, emotion_set/64.
+  config.dataset = "digits"  # data.datasets.load's name: digits, mnist, cifar10, emotion_set/64.
   config.data_dir = ml_collections.config_dict.placeholder(str)  # Where the dataset's files are.
   # Options of data.datasets.load for this dataset beyond its name, e.g. synthetic_faces'
   # min_intensity.

@@ -5,10 +5,10 @@ images per expression for D.
 Two terms the paper does not have: `decgan.target_class_weight` (StarGAN's classification of
 each generated image as its target expression, by E2, which does not learn from it) and
 `decgan.reconstruction_weight` (the L1 of G1(E1(x), p(l | x)) against x, the auto-encoder of the
-paper's section 3.2); 0 for both restores its loss set. `model.condition_shifts` adds a learned shift of the condition to every
-instance-normed generator layer, since the norm erases most of what the tiled condition adds
-through a convolution (`flaxflow.gan.decgan.Generator`); False keeps the paper's concatenation
-alone.
+paper's section 3.2); 0 for both restores its loss set. `model.condition_shifts` adds a learned
+shift of the condition to every instance-normed generator layer, since the norm erases most of
+what the tiled condition adds through a convolution (`flaxflow.gan.decgan.Generator`); False keeps
+the paper's concatenation alone.
 """
 
 import ml_collections

@@ -89,8 +89,8 @@ def test_the_state_has_every_network_and_the_step_is_pure():
                            state.params[name])
     assert any(jax.tree.leaves(changed)), name
   assert all(np.isfinite(float(value)) for value in metrics.values())
-  assert {"loss", "accuracy", "loss/cycle", "loss/reconstruction", "loss/walker", "loss/visit", "skipped",
-          "consecutive_skipped"} <= set(metrics)
+  assert {"loss", "accuracy", "loss/cycle", "loss/reconstruction", "loss/walker", "loss/visit",
+          "skipped", "consecutive_skipped"} <= set(metrics)
 
 
 def test_separate_generators_add_g2_which_the_cycle_uses():

@@ -1,6 +1,7 @@
 """IF-GAN's networks, island loss and task: shapes, pure state, attention, the train step, resume,
 evaluation through the shared tools, and the data-parallel step."""
 
+import functools
 import os
 import textwrap
 
@@ -188,10 +189,11 @@ def test_the_prediction_depends_on_the_input_for_ifgan_and_the_baseline():
     name = config.model.name
     model = ifgan_task.create_model(config.model)
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
-    logits = jax.jit(lambda v, images: model.apply(v, images, method="class_logits"))(variables, x)
+    class_logits = functools.partial(model.apply, method="class_logits")
+    logits = jax.jit(class_logits)(variables, x)
     assert float(jnp.abs(logits[0] - logits[1:]).max()) > 1e-4, name
-    gradient = jax.jit(jax.grad(
-        lambda image: model.apply(variables, image, method="class_logits")[0, 0]))(x[:1])
+    first_logit = lambda image, apply=class_logits, v=variables: apply(v, image)[0, 0]
+    gradient = jax.jit(jax.grad(first_logit))(x[:1])
     assert float(jnp.abs(gradient).max()) > 0, name
 
 

@@ -87,8 +87,8 @@ def test_loss_combines_conditional_and_class_losses():
   images = ((np.asarray(x) + 0.5) * 255).astype(np.uint8)
   loss, metrics = objectives.loss_and_metrics(model, variables, images, labels, RNG,
                                               class_loss_weight=0.3)
-  np.testing.assert_allclose(loss, metrics["bits_per_dim_given_label"] + 0.3 * metrics["class_loss"],
-                             rtol=1e-6)
+  expected = metrics["bits_per_dim_given_label"] + 0.3 * metrics["class_loss"]
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
   x_dequantized = objectives.dequantize(RNG, images, 8)
   logits = model.apply(variables, x_dequantized, method="class_logits")
   np.testing.assert_allclose(metrics["accuracy"], np.mean(np.argmax(logits, -1) == labels))

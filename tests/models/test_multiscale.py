@@ -29,8 +29,8 @@ def labels_for(model, batch):
 def whiten(module, x, cond):
   """Maps one image to i.i.d. standard-normal noise through the model's parts, flattened.
 
-  Each latent z with prior N(mean, scale) becomes (z - mean) / scale, so the whole map is a bijection
-  whose density change gives log p(x) = log N(eps; 0, I) + log|det d eps / dx|.
+  Each latent z with prior N(mean, scale) becomes (z - mean) / scale, so the whole map is a
+  bijection whose density change gives log p(x) = log N(eps; 0, I) + log|det d eps / dx|.
   """
   h, noise = x, []
   for level in range(module.levels):
