@@ -123,7 +123,7 @@ from absl import app, flags, logging  # app and logging: the flags every absl pr
 from ml_collections import config_flags
 
 class Parsed(Exception):
-  pass
+  "Raised instead of parsing: carries the entry point's parser."
 
 def stop_parsing(parser, args=None, namespace=None):
   raise Parsed(parser)
