@@ -78,6 +78,12 @@ def table(record: Dict[str, Any]) -> str:
   return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def _verdict(report: aot.StepReport) -> str:
+  memory = (f"peak {_gib(report.peak_bytes_per_chip)}" if report.fits else
+            f"no, {report.compiler_message or 'peak ' + _gib(report.peak_bytes_per_chip)}")
+  return f"{'fits, ' if report.fits else ''}{memory}, {report.compile_cpu_seconds:.0f} s of CPU"
+
+
 def record_of(report: aot.StepReport) -> Dict[str, Any]:
   """The report as the JSON object `--json` writes, with the figures derived from it."""
   record = report.as_dict()
@@ -124,7 +130,13 @@ def main(argv) -> None:
   devices = aot.target_devices(target)
   per_chip_batch = (max(1, -(-config.batch_size // len(devices))) if _PER_CHIP_BATCH.value is None
                     else _PER_CHIP_BATCH.value)
-  compile_at = lambda batch: aot.compile_train_step(config, target, batch, devices)
+
+  def compile_at(batch: int) -> aot.StepReport:
+    report = aot.compile_train_step(config, target, batch, devices)
+    # A search compiles for minutes: say each probe as it ends, so an interrupted one still tells.
+    print(f"compiled at {batch} per chip: " + _verdict(report), file=sys.stderr, flush=True)
+    return report
+
   report = compile_at(per_chip_batch)
   # The command first, so that a record read later says what made it.
   record = {"command": shlex.join(["python", "-m", "launch.compile", *sys.argv[1:]]),
