@@ -659,7 +659,9 @@ def _next_probe(probes: Dict[int, StepReport], fits_up_to: int, fails_from: int,
   lowest = width // 4
   highest = width // 4 if not refusals_are_cheap else width // 8 if refusals < 2 else 0
   line = _line(probes, fits_up_to)
-  guess = line
+  # A line that ends under a batch known to fit says nothing of the limit above it (the
+  # compiler rematerializes there): from there on, up as if no line were known.
+  guess = line if line is not None and (closed or line >= fits_up_to) else None
   if refusals == 1 and closed:
     # A second refusal costs seconds and gives the refusals' own line.
     guess = fails_from - max(highest, 1)

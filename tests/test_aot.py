@@ -164,25 +164,37 @@ def test_max_batch_search_spends_refusals_where_they_are_cheap():
   assert largest == 26 and len(probes) <= 9
 
 
-def test_max_batch_search_does_not_creep_down_where_the_compiler_rematerializes():
-  """Near its limit a TPU compiler rematerializes: steps fit with a buffer sum over the chip's
-  memory, and a refusal asks for what it still needs after saving what it can (here 3,000
-  bytes). The search once took the peaks of two such steps for no line and crept down from its
-  first refusal one batch per compile (MNIST BPLF on v5e-8: 3142, 3141, ... for over 40 minutes)."""
-  def compile_at(batch):  # 2000 fixed + 300 bytes of temporaries per image; 8000 bytes for them.
-    needed = max(300 * batch - 3000, min(300 * batch, 8000))
+def _rematerializing_compiler(fixed_temp, per_image):
+  """A TPU compiler near its limit: temporaries of `fixed_temp` + `per_image` bytes per image
+  against 8000 for them (a chip of 10,000); a step fits with a buffer sum over the memory where
+  rematerializing saves up to 3000 bytes, and a refusal asks for what it still needs."""
+  def compile_at(batch):
+    demand = fixed_temp + per_image * batch
+    needed = max(demand - 3000, min(demand, 8000))
     fits = needed <= 8000
     return aot.StepReport(target=TPU, chip="chip", chips=1, per_chip_batch=batch,
                           global_batch=batch, fits=fits, memory_bytes_per_chip=10_000,
-                          peak_bytes_per_chip=2000 + 300 * batch if fits else None,
-                          temp_bytes=300 * batch if fits else needed,
+                          peak_bytes_per_chip=2000 + demand if fits else None,
+                          temp_bytes=demand if fits else needed,
                           refusal_limit_bytes=None if fits else 8000)
+  return compile_at
 
-  for first in (2, 30, 35, 36):
+
+@pytest.mark.parametrize("fixed_temp, per_image, largest_batch, firsts, compiles_that_fit", [
+    (0, 300, 36, (2, 30, 35, 36), 2), (1000, 30, 333, (1, 2, 8), 4)])
+def test_max_batch_search_does_not_creep_where_the_compiler_rematerializes(
+    fixed_temp, per_image, largest_batch, firsts, compiles_that_fit):
+  """The line through steps that fit undershoots where the compiler rematerializes, and two
+  such steps have equal peaks. The search once crept from there one batch per compile: down
+  from its first refusal (MNIST BPLF on v5e-8: 3142, 3141, ... for over 40 minutes), or up by
+  steps that fit, a compile of minutes each (here 102 of them from 2)."""
+  compile_at = _rematerializing_compiler(fixed_temp, per_image)
+  for first in firsts:
     largest, probes = aot.max_per_chip_batch(compile_at, compile_at(first),
                                              refusals_are_cheap=True)
-    assert largest == 36 and len(probes) <= 8, [probe.per_chip_batch for probe in probes]
-    assert sum(probe.fits for probe in probes) <= 2, [probe.per_chip_batch for probe in probes]
+    batches = [probe.per_chip_batch for probe in probes]
+    assert largest == largest_batch and len(probes) <= 8, batches
+    assert sum(probe.fits for probe in probes) <= compiles_that_fit, batches
 
 
 def test_the_refusal_message_gives_the_temporaries_it_needed():
