@@ -678,7 +678,9 @@ def _next_probe(probes: Dict[int, StepReport], fits_up_to: int, fails_from: int,
   if closed:  # Each probe narrows the bracket by a part of its width...
     # ...but the line's own answer, once the batch above it is refused, is the compile that
     # may end the search.
+    # A line at or past a refused batch is wrong there (a late refusal, after code generation,
+    # names no temporaries): it gives way to the middle too.
     confirmed = refusals_are_cheap and line is not None and line + 1 == fails_from
-    if not (fits_up_to + lowest <= guess <= fails_from - highest or confirmed):
+    if not (fits_up_to + lowest <= guess <= fails_from - max(highest, 1) or confirmed):
       guess = (fits_up_to + fails_from) // 2
   return min(max(guess, fits_up_to + 1), fails_from - 1)
