@@ -653,17 +653,23 @@ def _next_probe(probes: Dict[int, StepReport], fits_up_to: int, fails_from: int,
   """The next batch to compile: `max_per_chip_batch`'s rule."""
   closed = fails_from in probes
   width = fails_from - fits_up_to
-  refusals = len(_refusals(probes)) if refusals_are_cheap else 0
+  refusals = _refusals(probes) if refusals_are_cheap else []
+  # The lowest two refusals asking for the same temporaries: the compiler's rematerialization
+  # floor, just over its limit (BPLF 3x3-1x1 on v5e-8: 15.77G from 359 images down), where
+  # the refusals' line points one batch under the last refusal every time.
+  floor = len(refusals) >= 2 and refusals[0][1] >= refusals[1][1]
   # From above by an eighth where refusals are cheap, not at all where their own line guides
   # (its error is the messages' rounding), by a quarter from below and elsewhere.
   lowest = width // 4
-  highest = width // 4 if not refusals_are_cheap else width // 8 if refusals < 2 else 0
-  line = _line(probes, fits_up_to)
+  highest = (width // 4 if not refusals_are_cheap else
+             0 if len(refusals) >= 2 and not floor else width // 8)
+  line = None if floor else _line(probes, fits_up_to)
   # A line that ends under a batch known to fit says nothing of the limit above it (the
   # compiler rematerializes there): from there on, up as if no line were known.
   guess = line if line is not None and (closed or line >= fits_up_to) else None
-  if refusals == 1 and closed:
-    # A second refusal costs seconds and gives the refusals' own line.
+  if closed and (len(refusals) == 1 or floor):
+    # A refusal costs seconds: one more, an eighth down, gives the refusals' own line or
+    # leaves the floor.
     guess = fails_from - max(highest, 1)
   elif guess is None and refusals_are_cheap and fits_up_to and not closed:
     # Past the memory, where the temporaries per image would need four times the room left.

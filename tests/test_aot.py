@@ -164,15 +164,18 @@ def test_max_batch_search_spends_refusals_where_they_are_cheap():
   assert largest == 26 and len(probes) <= 9
 
 
-def _rematerializing_compiler(fixed_temp, per_image, late_limit=None):
+def _rematerializing_compiler(fixed_temp, per_image, late_limit=None, floor_from=None):
   """A TPU compiler near its limit: temporaries of `fixed_temp` + `per_image` bytes per image
   against 8000 for them (a chip of 10,000); a step fits with a buffer sum over the memory where
   rematerializing saves up to 3000 bytes, and a refusal asks for what it still needs. Past
   `late_limit` images the steps it let through are refused after code generation, with a
-  message that names no temporaries."""
+  message that names no temporaries; from `floor_from` images on, a refusal asks for 8010 bytes
+  until the saving runs out."""
   def compile_at(batch):
     demand = fixed_temp + per_image * batch
     needed = max(demand - 3000, min(demand, 8000))
+    if floor_from is not None and batch >= floor_from:
+      needed = max(needed, 8010)
     if needed > 8000:
       return aot.StepReport(target=TPU, chip="chip", chips=1, per_chip_batch=batch,
                             global_batch=batch, fits=False, memory_bytes_per_chip=10_000,
@@ -212,6 +215,16 @@ def test_max_batch_search_halves_where_late_refusals_name_no_temporaries():
   largest, probes = aot.max_per_chip_batch(compile_at, compile_at(8), refusals_are_cheap=True)
   late = [probe.per_chip_batch for probe in probes if not probe.fits and probe.temp_bytes is None]
   assert largest == 300 and len(late) <= 5, [probe.per_chip_batch for probe in probes]
+
+
+def test_max_batch_search_steps_down_by_eighths_on_the_compilers_floor():
+  """From 300 images up the refusals all ask for the same temporaries, just over the limit, and
+  their line points one batch under the last refusal each time: the search once crept down
+  there one refusal per batch (BPLF 3x3-1x1 on v5e-8: 359, 358, 357, ...)."""
+  compile_at = _rematerializing_compiler(0, 30, floor_from=300)
+  largest, probes = aot.max_per_chip_batch(compile_at, compile_at(8), refusals_are_cheap=True)
+  batches = [probe.per_chip_batch for probe in probes]
+  assert largest == 299 and len(probes) <= 16 and sum(p.fits for p in probes) <= 5, batches
 
 
 def test_the_refusal_message_gives_the_temporaries_it_needed():
