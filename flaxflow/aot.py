@@ -599,10 +599,9 @@ def max_per_chip_batch(compile_at: Callable[[int], StepReport], first: StepRepor
     report = compile_at(_next_probe(probes, fits_up_to, fails_from, refusals_are_cheap))
 
 
-def _peaks(probes: Dict[int, StepReport]) -> List[Tuple[int, float, int, bool]]:
-  """(batch, peak bytes, chip memory, refused) of every probe whose peak is known: compiled, or
-  refused with the temporaries it needed (then the rest of the peak is taken from a compiled
-  probe).
+def _peaks(probes: Dict[int, StepReport]) -> List[Tuple[int, float, int]]:
+  """(batch, peak bytes, chip memory) of every probe whose peak is known: compiled, or refused
+  with the temporaries it needed (then the rest of the peak is taken from a compiled probe).
 
   A step that fits with a peak over the chip's memory is left out: a TPU compiler rematerializes
   to fit near its limit and reuses buffers the sum does not see, so there the peak no longer
@@ -615,9 +614,9 @@ def _peaks(probes: Dict[int, StepReport]) -> List[Tuple[int, float, int, bool]]:
     memory = report.memory_bytes_per_chip
     if report.peak_bytes_per_chip:
       if not (report.fits and report.peak_bytes_per_chip > memory):
-        peaks.append((batch, report.peak_bytes_per_chip, memory, False))
+        peaks.append((batch, report.peak_bytes_per_chip, memory))
     elif report.temp_bytes is not None and fixed is not None:
-      peaks.append((batch, fixed + report.temp_bytes, memory, True))
+      peaks.append((batch, fixed + report.temp_bytes, memory))
   return sorted(peaks)
 
 
@@ -644,7 +643,7 @@ def _line(probes: Dict[int, StepReport], fits_up_to: int) -> Optional[int]:
     points = sorted(sorted(measured, key=lambda probe: abs(probe[0] - fits_up_to))[:2])
   if len(points) < 2:
     return None
-  (b1, p1, memory, *_), (b2, p2, *_) = points
+  (b1, p1, memory), (b2, p2, _) = points
   return int(b1 + (memory - p1) * (b2 - b1) / (p2 - p1)) if p2 > p1 else None
 
 
@@ -681,11 +680,11 @@ def _next_probe(probes: Dict[int, StepReport], fits_up_to: int, fails_from: int,
     guess = fits_up_to * 2 if fits_up_to else fails_from // 2
   elif refusals_are_cheap and guess + 1 not in probes:
     guess += 1
-  if closed:  # Each probe narrows the bracket by a part of its width...
-    # ...but the line's own answer, once the batch above it is refused, is the compile that
-    # may end the search.
-    # A line at or past a refused batch is wrong there (a late refusal, after code generation,
-    # names no temporaries): it gives way to the middle too.
+  if closed:
+    # Each probe narrows the bracket by a part of its width, and a line at or past a refused
+    # batch (a late refusal, after code generation, names no temporaries) is wrong there: both
+    # give way to the middle. But the line's own answer, once the batch above it is refused, is
+    # the compile that may end the search.
     confirmed = refusals_are_cheap and line is not None and line + 1 == fails_from
     if not (fits_up_to + lowest <= guess <= fails_from - max(highest, 1) or confirmed):
       guess = (fits_up_to + fails_from) // 2

@@ -79,9 +79,10 @@ def table(record: Dict[str, Any]) -> str:
 
 
 def _verdict(report: aot.StepReport) -> str:
-  memory = (f"peak {_gib(report.peak_bytes_per_chip)}" if report.fits else
-            f"no, {report.compiler_message or 'peak ' + _gib(report.peak_bytes_per_chip)}")
-  return f"{'fits, ' if report.fits else ''}{memory}, {report.compile_cpu_seconds:.0f} s of CPU"
+  """One probe in a line: whether it fits, its peak or the compiler's refusal, its CPU time."""
+  peak = f"peak {_gib(report.peak_bytes_per_chip)}"
+  verdict = f"fits, {peak}" if report.fits else f"no, {report.compiler_message or peak}"
+  return f"{verdict}, {report.compile_cpu_seconds:.0f} s of CPU"
 
 
 def record_of(report: aot.StepReport) -> Dict[str, Any]:
