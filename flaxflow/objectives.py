@@ -88,11 +88,12 @@ def class_log_joint(model: nn.Module, variables, x: Array) -> Array:
     raise ValueError(f"{type(model).__name__} is not class-conditional (num_classes=0): it has no "
                      "class scores")
   batch = x.shape[0]
-  # Every class at once: the batch repeated once per class, the classes along the batch axis.
-  classes = jnp.repeat(jnp.arange(num_classes), batch)
-  log_prob = model.apply(variables, jnp.tile(x, (num_classes, 1, 1, 1)), classes,
+  # Every class at once along the batch axis, each example's rows together (so that a chip's rows
+  # under data parallelism stay its own examples).
+  classes = jnp.tile(jnp.arange(num_classes), batch)
+  log_prob = model.apply(variables, jnp.repeat(x, num_classes, axis=0), classes,
                          method="log_prob")
-  return log_prob.reshape(num_classes, batch).T - np.log(num_classes)
+  return log_prob.reshape(batch, num_classes) - np.log(num_classes)
 
 
 def zeroed_deepest_error(model: nn.Module, variables, x: Array,

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from flaxflow import aot, conv, parallel
-from flaxflow.launch.configs import digits_bplf
+from flaxflow.launch.configs import digits_bplf, digits_classifier
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TPU, GPU = "tpu:v5e:2x2", "gpu:h100:2"
@@ -86,6 +86,18 @@ def test_g_1_classes_are_split_over_the_chips(tpu_mesh):
   for text, rows, not_rows in ((on_chips, 12, 10), (alone, 10, 12)):
     assert f"tensor<{rows}x4x4x2xf32>" in text and f"tensor<{not_rows}x4x4x2xf32>" not in text
   assert "sharding_constraint" in on_chips and "sharding_constraint" not in alone
+
+
+def test_the_classifiers_work_per_chip_does_not_grow_with_the_chips():
+  """The classifier scores every class with the classes stacked along the batch axis: each chip
+  keeps its own examples' rows (on 8 chips as on 4), rather than every chip computing the whole
+  global batch."""
+  config = digits_classifier.get_config()
+  config.model.update(levels=1, steps_per_level=1, width=8, h_steps=1, h_width=8)
+  flops = [aot.compile_train_step(config, aot.parse_target(target),
+                                  per_chip_batch=4).flops_per_chip_per_step
+           for target in (TPU, "tpu:v5e:2x4")]
+  assert flops[0] == flops[1] > 0
 
 
 def test_program_costs_count_each_loop_body_times_its_trips():

@@ -8,7 +8,7 @@ which has a learned Gaussian prior. So
                                                                                           (eq. 2)
 
 and the class logits are log p(x | y=i) + log p(y=i) for every class i (eq. 4): f runs once, h once
-per class (the classes are stacked along the batch axis). log p(y) is a learned categorical.
+per class (the classes are stacked along the batch axis, example-major). log p(y) is a learned categorical.
 """
 
 import functools
@@ -76,10 +76,13 @@ class ConditionalGlowClassifier(ModelCapabilities, nn.Module):
     """log p(x | y=i) for every class i, shape (B, num_classes)."""
     latents, log_det, split_log_prob = self.flow.encode_levels(x, None)
     batch = x.shape[0]
-    z1 = jnp.tile(latents[-1], (self.num_classes, 1, 1, 1))
-    classes = jnp.repeat(jnp.arange(self.num_classes), batch)
+    # Each example's rows next to each other (example-major): under data parallelism a chip's
+    # rows stay its own examples. Class-major rows would mix every chip's examples on each chip,
+    # and the compiler would replicate the whole step.
+    z1 = jnp.repeat(latents[-1], self.num_classes, axis=0)
+    classes = jnp.tile(jnp.arange(self.num_classes), batch)
     _, top_log_prob = self._conditional_top(z1, self._one_hot(classes))
-    return (log_det + split_log_prob)[:, None] + top_log_prob.reshape(self.num_classes, batch).T
+    return (log_det + split_log_prob)[:, None] + top_log_prob.reshape(batch, self.num_classes)
 
   def class_logits(self, x: Array) -> Array:
     """log p(x | y=i) + log p(y=i), shape (B, num_classes); the prediction is their argmax."""
