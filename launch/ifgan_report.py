@@ -20,6 +20,7 @@ from absl import app, flags
 from flaxflow import analysis, scoring
 from flaxflow.analysis import ifgan_ground_truth as truth_lib
 from flaxflow.data.synthetic_faces import factors
+from flaxflow.gan import pixels
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.launch import faces, research, runs
 
@@ -68,8 +69,8 @@ def main(argv) -> None:
           + ", ".join(f"{name} {value:.3f}" for name, value in shares.items()))
   if "generator" in run.model.networks:
     peak = truth.sets["peak"]
-    generated = ifgan_task.to_uint8(inference.generate(run.variables, peak.image))
-    targets = ifgan_task.to_uint8(run.variables["constants"]["target_faces"][:, -1])
+    generated = np.asarray(pixels.to_uint8(inference.generate(run.variables, peak.image)))
+    targets = np.asarray(pixels.to_uint8(run.variables["constants"]["target_faces"][:, -1]))
     figure = _FIGURE.value or research.output_path(_RUN, "ifgan_grid.png")
     columns = [f"{name} {index + 1}" for index in range(_GRID_INPUTS.value)
                for name in ("input", "G(input)", "truth")] + ["target face"]

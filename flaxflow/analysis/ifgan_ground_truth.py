@@ -31,16 +31,12 @@ from scipy import stats
 
 from flaxflow import scoring
 from flaxflow.data.synthetic_faces import factors, renderer
+from flaxflow.gan import pixels
 
 TARGET_FACES = ("class_pixel_mean", "aligned_peak_class_mean", "average_identity")
 PEAK_INTENSITY = scoring.PEAK_INTENSITIES[0]
 INTENSITY_LEVELS = 17  # Linear interpolation between them is within 1e-4 L1 of the render.
 NUM_CLASSES = len(factors.CLASS_NAMES)
-
-
-def to_unit(images: np.ndarray) -> np.ndarray:
-  """uint8 images as floats in [-1, 1) (bin centres), as the GAN sees them."""
-  return (np.asarray(images, np.float32) + 0.5) / 128.0 - 1.0
 
 
 def full_intensities(labels: np.ndarray) -> np.ndarray:
@@ -49,18 +45,18 @@ def full_intensities(labels: np.ndarray) -> np.ndarray:
 
 
 def average_identity_table(side: int, levels: int = INTENSITY_LEVELS) -> np.ndarray:
-  """float32 (classes, levels, side, side, 1) in [-1, 1): every class's average-identity render
+  """float32 (classes, levels, side, side, 1) in [-1, 1]: every class's average-identity render
   at `levels` intensities evenly from 0 to 1 (neutral at 0 throughout)."""
   intensities = np.tile(np.linspace(0, 1, levels, dtype=np.float32), NUM_CLASSES)
   labels = np.repeat(np.arange(NUM_CLASSES), levels)
   intensities[labels == factors.NEUTRAL] = 0.0
   renders = scoring.average_identity_renders(labels, intensities, side)
-  return to_unit(renders).reshape(NUM_CLASSES, levels, side, side, 1)
+  return np.asarray(pixels.from_uint8(renders)).reshape(NUM_CLASSES, levels, side, side, 1)
 
 
 def aligned_peak_class_means(drawn: factors.Factors, side: int,
                              peak_intensity: float = PEAK_INTENSITY) -> np.ndarray:
-  """float32 (classes, 1, side, side, 1) in [-1, 1): per class, the mean of the faces of `drawn`
+  """float32 (classes, 1, side, side, 1) in [-1, 1]: per class, the mean of the faces of `drawn`
   (the training split's factors) at intensity >= `peak_intensity` (every neutral one), each
   re-rendered upright, evenly lit and noiseless (the paper aligns its faces on the eyes and
   nose before averaging)."""
@@ -71,9 +67,9 @@ def aligned_peak_class_means(drawn: factors.Factors, side: int,
   if missing:
     raise ValueError(f"the training split has no peak-frame (intensity >= {peak_intensity}) "
                      f"images of {', '.join(missing)}: the aligned peak targets need some of each")
-  aligned = to_unit(renderer.render(
+  aligned = np.asarray(pixels.from_uint8(renderer.render(
       drawn.identity[peak], labels[peak], drawn.intensity[peak],
-      np.tile(factors.NEUTRAL_NUISANCE, (int(peak.sum()), 1)), side))
+      np.tile(factors.NEUTRAL_NUISANCE, (int(peak.sum()), 1)), side)))
   return np.stack([aligned[labels[peak] == label].mean(axis=0)
                    for label in range(NUM_CLASSES)])[:, None].astype(np.float32)
 

@@ -49,11 +49,12 @@ face with the target expression, which unpaired training never sees). G's losses
 conditions as constants: E2 learns from its classification and the association only, so that
 p(l) stays a reading of the expression.
 
-Images are float in [-1, 1] inside the networks; the synthesis functions take and give uint8.
+Images are float in [-1, 1] inside the networks (`flaxflow.gan.pixels`, as IF-GAN's); the
+synthesis functions take and give uint8.
 """
 
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple
 
 import flax
 import flax.linen as nn
@@ -63,7 +64,8 @@ import numpy as np
 import optax
 
 from flaxflow import conv
-from flaxflow.gan import adversarial
+from flaxflow.gan import adversarial, pixels
+from flaxflow.models.capabilities import ModelCapabilities
 
 Array = jax.Array
 DISCRIMINATOR = "D"
@@ -74,16 +76,6 @@ OUTPUTS = ("drawn", "difference", "mask")
 _MASK_BIAS = -3.0
 DISCRIMINATOR_CONDITIONS = ("concatenated", "class_head")
 _EPSILON = 1e-8
-
-
-def to_unit_range(images: Array) -> Array:
-  """uint8 images as float32 in [-1, 1]."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(images: Array) -> Array:
-  """Images in [-1, 1] as uint8, rounded."""
-  return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def tile(condition: Array, height: int, width: int) -> Array:
@@ -255,10 +247,11 @@ class ExpressionAdversary(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-class DECGAN(nn.Module):
+class DECGAN(ModelCapabilities, nn.Module):
   """The networks; `params` has one entry per network ("E1", "E2", "G1", ["G2"], "D", ["A"]),
   which is how the train state updates them separately. The module docstring lists the
-  options beyond the paper."""
+  options beyond the paper. Class-conditional (D and G take labels), without a density."""
+  has_likelihood: ClassVar[bool] = False
   image_shape: Sequence[int]
   num_classes: int
   encoder_widths: Sequence[int] = (64, 128, 256)
@@ -302,15 +295,6 @@ class DECGAN(nn.Module):
                                         else None))
     if self.expression_adversary_width:
       self.A = ExpressionAdversary(self.expression_adversary_width, self.num_classes)
-
-  @property
-  def is_class_conditional(self) -> bool:
-    """What `flaxflow.models.capabilities.check_model_matches_data` asks: D and G take labels."""
-    return True
-
-  def conditioning_labels(self, labels: Array) -> Array:
-    """The labels as the shared evaluation passes them to a class-conditional model."""
-    return labels
 
   @property
   def networks(self) -> Tuple[str, ...]:
@@ -508,7 +492,7 @@ def init_state(model: DECGAN, optimizers: Dict[str, optax.GradientTransformation
                rng: Array, history_size: int) -> adversarial.AdversarialState:
   """A fresh state of `model`'s networks; `extra` is the empty history buffer (None when
   `history_size` is 0)."""
-  x = to_unit_range(images)
+  x = pixels.from_uint8(images)
   params = model.init({"params": rng}, x, x)["params"]
   extra = (HistoryBuffer.empty(model.num_classes, history_size, model.image_shape)
            if history_size else None)
@@ -550,7 +534,7 @@ def train_step(state: adversarial.AdversarialState, batch: Dict[str, Array], rng
   """
   step_rng = jax.random.fold_in(rng, state.step)
   pair_rng, history_rng, condition_rng = jax.random.split(step_rng, 3)
-  x = to_unit_range(batch["image"])
+  x = pixels.from_uint8(batch["image"])
   labels = batch["label"].astype(jnp.int32)
   partner = partners(labels, pair_rng)
   y, target_labels = x[partner], labels[partner]
@@ -628,9 +612,9 @@ def train_step(state: adversarial.AdversarialState, batch: Dict[str, Array], rng
                       "adversary_accuracy": jnp.mean(jnp.argmax(read, axis=-1) == labels)})
     if weights.paired:
       one_hot = functools.partial(jax.nn.one_hot, num_classes=model.num_classes)
-      moved = apply(params, to_unit_range(pairs["image"]), one_hot(pairs["label"]),
+      moved = apply(params, pixels.from_uint8(pairs["image"]), one_hot(pairs["label"]),
                     one_hot(pairs["target_label"]), method="transfer_between")
-      paired = jnp.mean(jnp.abs(moved - to_unit_range(pairs["truth"])))
+      paired = jnp.mean(jnp.abs(moved - pixels.from_uint8(pairs["truth"])))
       loss = loss + weights.paired * paired
       metrics["loss/paired"] = paired
     return loss, {"loss/generator": loss, **metrics}
@@ -646,8 +630,8 @@ def train_step(state: adversarial.AdversarialState, batch: Dict[str, Array], rng
 def transfer(model: DECGAN, variables: Any, x_source: Array, x_target_expression: Array
              ) -> Array:
   """uint8 images: each uint8 source face with the expression of its uint8 target image."""
-  return to_uint8(model.apply(variables, to_unit_range(x_source),
-                              to_unit_range(x_target_expression), method="transfer"))
+  return pixels.to_uint8(model.apply(variables, pixels.from_uint8(x_source),
+                                     pixels.from_uint8(x_target_expression), method="transfer"))
 
 
 def transfer_to_class(model: DECGAN, variables: Any, x: Array, classes: Array,
@@ -657,9 +641,9 @@ def transfer_to_class(model: DECGAN, variables: Any, x: Array, classes: Array,
   The condition of class c is `class_conditions[c]`, e.g. E2's mean p(l) over the training
   images of c (`class_mean_conditions`); by default the one-hot of c.
   """
-  return to_uint8(model.apply(variables, to_unit_range(x),
-                              class_conditions_of(classes, model.num_classes, class_conditions),
-                              method="transfer_to_condition"))
+  conditions = class_conditions_of(classes, model.num_classes, class_conditions)
+  return pixels.to_uint8(model.apply(variables, pixels.from_uint8(x), conditions,
+                                     method="transfer_to_condition"))
 
 
 def class_conditions_of(classes: Array, num_classes: int,
@@ -677,20 +661,20 @@ def class_conditions_of(classes: Array, num_classes: int,
 
 def cycle_reconstruction(model: DECGAN, variables: Any, x: Array, conditions: Array) -> Array:
   """uint8 G2(E1(G1(E1(x), condition)), p(l | x)): each face moved to its condition and back."""
-  source = to_unit_range(x)
+  source = pixels.from_uint8(x)
   source_condition = model.apply(variables, source, method="expression")[0]
   moved = model.apply(variables, source, source_condition, conditions,
                       method="transfer_between")
-  return to_uint8(model.apply(variables, moved, source_condition, conditions,
-                              method="cycle_to_condition"))
+  return pixels.to_uint8(model.apply(variables, moved, source_condition, conditions,
+                                     method="cycle_to_condition"))
 
 
 def expression_probabilities(model: DECGAN, variables: Any, x: Array) -> Array:
   """E2's p(l) of uint8 images."""
-  return model.apply(variables, to_unit_range(x), method="expression")[0]
+  return model.apply(variables, pixels.from_uint8(x), method="expression")[0]
 
 
 def identity_codes(model: DECGAN, variables: Any, x: Array) -> Array:
   """E1's z of uint8 images, flattened to (B, features): what a probe of z reads."""
-  z = model.apply(variables, to_unit_range(x), method="identity")[0]
+  z = model.apply(variables, pixels.from_uint8(x), method="identity")[0]
   return z.reshape(z.shape[0], -1)

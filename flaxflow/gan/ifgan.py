@@ -5,10 +5,10 @@ one on the decoder path near the output), maps a face to the "average identity" 
 same expression; D, a PatchGAN, tells the pair (input, average face) from (input, G(input)); E
 classifies the expression of the pair. At test time the prediction is E(x, G(x)).
 
-Images inside these modules are floats in [-1, 1] (G ends in tanh). `class_logits` takes the
-images every model's `class_logits` takes, the flows' dequantised [-0.5, 0.5). Normalisation is
-instance or group norm only, so no network keeps batch statistics and the train state is the
-parameters alone.
+Images inside these modules are floats in [-1, 1] (`flaxflow.gan.pixels`, as DECGAN's; G ends
+in tanh). `class_logits` takes the images every model's `class_logits` takes, the flows'
+dequantised [-0.5, 0.5). Normalisation is instance or group norm only, so no network keeps batch
+statistics and the train state is the parameters alone.
 """
 
 import math
@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from flaxflow.conv import Conv, ConvTranspose
+from flaxflow.gan import pixels
 from flaxflow.models.capabilities import ModelCapabilities
 
 Array = jax.Array
@@ -225,11 +226,6 @@ class ExpressionClassifier(nn.Module):
     return nn.Dense(self.num_classes)(nn.relu(features)), features
 
 
-def to_unit_range(x: Array) -> Array:
-  """The flows' images in [-0.5, 0.5) as the GAN's [-1, 1)."""
-  return 2.0 * x
-
-
 class _ExpressionModel(nn.Module, ModelCapabilities):
   """What IF-GAN and its baseline share: the data's shape and classes, and E's settings."""
   image_shape: Tuple[int, ...]
@@ -285,7 +281,7 @@ class IFGAN(_ExpressionModel):
 
   def class_logits(self, x: Array) -> Array:
     """The prediction E(x, G(x)) for the flows' images x in [-0.5, 0.5)."""
-    x = to_unit_range(x)
+    x = pixels.from_flow_range(x)
     return self.classify(x, self.generate(x))[0]
 
 
@@ -303,7 +299,7 @@ class ExpressionBaseline(_ExpressionModel):
     return self.classifier(x)
 
   def class_logits(self, x: Array) -> Array:
-    return self.classify(to_unit_range(x))[0]
+    return self.classify(pixels.from_flow_range(x))[0]
 
 
 MODELS = {"ifgan": IFGAN, "expression_baseline": ExpressionBaseline}

@@ -8,7 +8,8 @@ which has a learned Gaussian prior. So
                                                                                           (eq. 2)
 
 and the class logits are log p(x | y=i) + log p(y=i) for every class i (eq. 4): f runs once, h once
-per class (the classes are stacked along the batch axis, example-major). log p(y) is a learned categorical.
+per class (the classes stacked along the batch axis, example-major). log p(y) is a learned
+categorical.
 """
 
 import functools

@@ -38,7 +38,7 @@ from flaxflow.data.synthetic_faces import factors
 from flaxflow.data.synthetic_faces.renderer import render
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation, generation, probes
-from flaxflow.gan import adversarial, decgan
+from flaxflow.gan import adversarial, decgan, pixels
 from flaxflow.tasks import flow
 from flaxflow.models.capabilities import check_model_matches_data
 from flaxflow.tasks.trained import TrainedModel
@@ -232,7 +232,7 @@ def _held_out_scores(model: decgan.DECGAN, variables: Any, image_batch: Array,
                      labels: Array) -> Dict[str, Array]:
   """Per example: whether E2 reads its class, and the L1 (in [0, 1]) of its cycle through the
   next class."""
-  x = decgan.to_unit_range(image_batch)
+  x = pixels.from_uint8(image_batch)
   probabilities = model.apply(variables, x, method="expression")[0]
   target = jax.nn.one_hot((labels + 1) % model.num_classes, model.num_classes)
   moved = model.apply(variables, x, probabilities, target, method="transfer_between")

@@ -41,7 +41,7 @@ from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import evaluation
 from flaxflow.analysis import ifgan_ground_truth as truth_lib
 from flaxflow.data.synthetic_faces import renderer
-from flaxflow.gan import adversarial, ifgan
+from flaxflow.gan import adversarial, ifgan, pixels
 from flaxflow.models.capabilities import check_model_matches_data
 from flaxflow.tasks import flow
 from flaxflow.tasks.trained import TrainedModel
@@ -80,16 +80,6 @@ def batch_features(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
   """IF-GAN's per-image target reads each training image's intensity from its batch."""
   per_image = config.model.name == "ifgan" and config.target_face == "average_identity"
   return ("intensity",) if per_image else ()
-
-
-def unit_images(images: Array) -> Array:
-  """uint8 images as the GAN's floats in [-1, 1) (bin centres, no noise)."""
-  return ifgan.to_unit_range(objectives.dequantize(None, images, 8))
-
-
-def to_uint8(x: Array) -> np.ndarray:
-  """The GAN's images in [-1, 1] as uint8."""
-  return np.asarray(objectives.postprocess(jnp.asarray(x) / 2.0, 8))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -146,7 +136,7 @@ def summarize_training_split(batches: Iterable[batches_lib.Batch], class_names: 
     pictures, labels = np.asarray(batch["image"])[real], np.asarray(batch["label"])[real]
     if sums is None:
       sums = np.zeros((len(class_names), *pictures.shape[1:]), np.float64)
-    np.add.at(sums, labels, np.asarray(unit_images(pictures), np.float64))
+    np.add.at(sums, labels, np.asarray(pixels.from_uint8(pictures), np.float64))
     counts += np.bincount(labels, minlength=len(class_names))
     for picture, label in zip(pictures, labels):
       if len(kept[label]) < per_class:
@@ -192,10 +182,11 @@ def target_face_shares(build: scoring.FaceBuild) -> Dict[str, Dict[str, float]]:
   ("full_intensity")."""
   drawn, side = build.dataset_factors("train"), build.image_size
   labels = drawn.expression
-  images = truth_lib.to_unit(renderer.render(*drawn.as_render_args(), side))
+  images = np.asarray(pixels.from_uint8(renderer.render(*drawn.as_render_args(), side)))
   pixel_means = np.stack([images[labels == label].mean(axis=0)
                           for label in range(truth_lib.NUM_CLASSES)])
-  truths = {name: truth_lib.to_unit(scoring.average_identity_renders(labels, intensities, side))
+  truths = {name: np.asarray(pixels.from_uint8(
+                     scoring.average_identity_renders(labels, intensities, side)))
             for name, intensities in (("own_intensity", drawn.intensity),
                                       ("full_intensity", truth_lib.full_intensities(labels)))}
   shares = {}
@@ -229,11 +220,11 @@ class Inference:
 
   def generate(self, variables, images: np.ndarray) -> np.ndarray:
     """G of uint8 `images`, in [-1, 1]."""
-    return self._in_batches(self._generate, variables, truth_lib.to_unit(images))
+    return self._in_batches(self._generate, variables, pixels.from_uint8(images))
 
   def classes(self, variables, images: np.ndarray, *second: np.ndarray) -> np.ndarray:
     """E's classes of uint8 `images`, paired for IF-GAN with `second` ([-1, 1])."""
-    return self._in_batches(self._classify, variables, truth_lib.to_unit(images), *second)
+    return self._in_batches(self._classify, variables, pixels.from_uint8(images), *second)
 
   def predictions(self, variables, images: np.ndarray) -> np.ndarray:
     """The model's prediction for uint8 `images`: E(x, G(x)), or E(x) for the baseline."""
@@ -308,7 +299,7 @@ def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
       report[regime] = metrics
       continue
     generated = inference.generate(variables, faces.image)
-    drawn = to_uint8(generated)
+    drawn = np.asarray(pixels.to_uint8(generated))
     classes = functools.partial(inference.classes, variables, faces.image)
     metrics["accuracy"] = truth_lib.accuracy(classes(generated), faces.label)
     metrics["g_l1_to_average_identity"], metrics["g_ssim"] = _against_truth(drawn, faces.truth)
@@ -320,7 +311,7 @@ def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
     grid = truth.grids[regime]
     flat = grid.reshape(-1, *grid.shape[2:])
     metrics["identity_variance_ratio"] = truth_lib.identity_variance_ratio(
-        grid, to_uint8(inference.generate(variables, flat)).reshape(grid.shape))
+        grid, np.asarray(pixels.to_uint8(inference.generate(variables, flat))).reshape(grid.shape))
     others = truth_lib.other_class_indices(faces.label)
     with_other_g = classes(generated[others])
     metrics["accuracy_with_other_g"] = truth_lib.accuracy(with_other_g, faces.label)
@@ -336,7 +327,7 @@ def ground_truth_metrics(inference: Inference, variables, truth: GroundTruth,
       metrics["accuracy_with_zeros"] = truth_lib.accuracy(
           classes(np.zeros_like(generated)), faces.label)
       metrics["target_l1_to_average_identity"], metrics["target_ssim"] = _against_truth(
-          to_uint8(target_of(faces.label)), faces.truth)
+          np.asarray(pixels.to_uint8(target_of(faces.label))), faces.truth)
     report[regime] = metrics
   return report
 
@@ -352,7 +343,7 @@ def held_out_metrics(model, variables, images: Array, labels: Array,
              "cross_entropy": cross_entropy}
   table = variables.get("constants", {}).get("target_faces")
   if table is not None and table.shape[1] == 1:
-    generated = model.apply(variables, unit_images(images), method="generate")
+    generated = model.apply(variables, pixels.from_uint8(images), method="generate")
     metrics["l1_to_target_face"] = jnp.mean(jnp.abs(generated - ifgan.target_faces(table,
                                                                                    labels)))
   return cross_entropy, metrics
@@ -363,8 +354,9 @@ def translation_grid(inference: Inference, variables, grid_images: np.ndarray) -
   then each input next to G(input)."""
   num_classes, per_class = grid_images.shape[:2]
   flat = grid_images.reshape(-1, *grid_images.shape[2:])
-  generated = to_uint8(inference.generate(variables, flat)).reshape(grid_images.shape)
-  targets = to_uint8(variables["constants"]["target_faces"][:, -1])[:, None]
+  generated = np.asarray(pixels.to_uint8(inference.generate(variables, flat)))
+  generated = generated.reshape(grid_images.shape)
+  targets = np.asarray(pixels.to_uint8(variables["constants"]["target_faces"][:, -1]))[:, None]
   pairs = np.stack([grid_images, generated], axis=2).reshape(num_classes, 2 * per_class,
                                                                *grid_images.shape[2:])
   return np.concatenate([targets, pairs], axis=1)
@@ -427,7 +419,7 @@ class IFGANTask:
 
   def init_state(self, batch: Batch, rng: Array) -> adversarial.AdversarialState:
     params_rng, centres_rng = jax.random.split(rng)
-    variables = self.model.init(params_rng, unit_images(batch["image"]))
+    variables = self.model.init(params_rng, pixels.from_uint8(batch["image"]))
     params = {name: variables["params"][name] for name in self.model.networks}
     params[CENTRES] = jax.random.normal(centres_rng, (self.model.num_classes,
                                                       self.model.feature_size))
@@ -464,7 +456,7 @@ class IFGANTask:
   def train_step(self, state: adversarial.AdversarialState, batch: Batch,
                  rng: Array) -> Tuple[adversarial.AdversarialState, Dict[str, Array]]:
     del rng  # Nothing in a step is random: no dropout, no noise.
-    x, labels = unit_images(batch["image"]), batch["label"]
+    x, labels = pixels.from_uint8(batch["image"]), batch["label"]
     losses = self.config.loss
     if not self.adversarial:
       def classifier_loss(trained):

@@ -13,7 +13,7 @@ import pytest
 
 from flaxflow.data.synthetic_faces import factors, render
 from flaxflow import conv, loop, parallel, scoring, tasks
-from flaxflow.gan import decgan
+from flaxflow.gan import decgan, pixels
 from flaxflow.tasks import decgan as decgan_task
 from flaxflow.workdir import Workdir
 from training_helpers import ArrayIterator, RecordingWriter, stopped_copy
@@ -97,7 +97,7 @@ def test_separate_generators_add_g2_which_the_cycle_uses():
   task, _ = tiny_task(**{"model.share_generators": False})
   state = task.init_state(batch_of(), jax.random.PRNGKey(0))
   assert set(state.params) == {"E1", "E2", "G1", "G2", "D"}
-  x = decgan.to_unit_range(batch_of()["image"])
+  x = pixels.from_uint8(batch_of()["image"])
   source, target = jax.nn.one_hot(jnp.arange(8) % 3, 3), jax.nn.one_hot(jnp.arange(8) % 2, 3)
   cycle = lambda params: task.model.apply({"params": params}, x, source, target,
                                           method="cycle_to_condition")
@@ -158,7 +158,7 @@ def fresh_model(**overrides):
   """The tiny model with `overrides`, its fresh variables (initialised in one compiled call),
   4 inputs in [-1, 1], and source and target one-hots for them."""
   model = tiny_task(**overrides)[0].model
-  x = decgan.to_unit_range(batch_of(4)["image"])
+  x = pixels.from_uint8(batch_of(4)["image"])
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), x, x)
   source, target = jax.nn.one_hot(jnp.array([0, 1, 2, 0]), 3), jax.nn.one_hot(jnp.full(4, 1), 3)
   return model, variables, x, source, target
@@ -225,7 +225,7 @@ def test_resize_conv_is_a_convolution_of_the_doubled_map(kernel):
 
 def test_a_class_head_discriminator_sees_the_image_alone():
   discriminator = decgan.Discriminator(widths=(4, 8, 8, 8), kernel=3, num_classes=NUM_CLASSES)
-  x = decgan.to_unit_range(batch_of(4)["image"])
+  x = pixels.from_uint8(batch_of(4)["image"])
   conditions = [jax.nn.one_hot(jnp.full(4, c), NUM_CLASSES) for c in range(2)]
   params = discriminator.init(jax.random.PRNGKey(0), x, conditions[0])
   (patches, classes), (other_patches, other_classes) = [
@@ -347,7 +347,7 @@ def test_transfer_functions_give_uint8_images_of_the_chosen_expression():
   assert by_example.shape == images.shape and by_example.dtype == jnp.uint8
   # transfer = transfer_to_condition with E2's p(l) of the target image.
   probabilities = decgan.expression_probabilities(model, variables, images[::-1])
-  by_condition = decgan.to_uint8(model.apply(variables, decgan.to_unit_range(images),
+  by_condition = pixels.to_uint8(model.apply(variables, pixels.from_uint8(images),
                                              probabilities, method="transfer_to_condition"))
   np.testing.assert_array_equal(by_example, by_condition)
   grid = decgan_task.class_transfers(model, variables, np.asarray(images))
@@ -451,7 +451,7 @@ def test_e2_learns_to_read_expressions_of_new_people():
   # that averages its instance-normed features over space cannot see (it stayed near chance).
   train = factors.image_factors(0, range(30), images_per_subject=14).at_full_intensity()
   test = factors.image_factors(0, range(140, 150), images_per_subject=14).at_full_intensity()
-  images = [decgan.to_unit_range(render(*drawn.as_render_args(), 32)) for drawn in (train, test)]
+  images = [pixels.from_uint8(render(*drawn.as_render_args(), 32)) for drawn in (train, test)]
   encoder = decgan.Encoder(widths=(8, 16, 16), kernels=(5, 3, 3), embedding_features=32,
                            num_classes=7)
   params = encoder.init(jax.random.PRNGKey(0), images[0][:1])["params"]

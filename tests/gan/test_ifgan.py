@@ -11,9 +11,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from flaxflow import analysis, conv, loop, parallel, tasks
+from flaxflow import analysis, conv, loop, objectives, parallel, tasks
 from flaxflow.analysis import batches as batches_lib
-from flaxflow.gan import ifgan
+from flaxflow.gan import ifgan, pixels
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.workdir import Workdir
 from training_helpers import (ArrayIterator, RecordingWriter, run_on_simulated_devices,
@@ -146,7 +146,7 @@ def test_the_paper_s_targets_are_the_per_class_pixel_means_of_the_training_split
   averages, grid, count = split.pixel_means, split.grid_images, split.num_examples
   np.testing.assert_array_equal(ifgan_task.target_face_table("class_pixel_mean", averages),
                                 averages[:, None])
-  unit = examples["image"].astype(np.float64) / 128 + 1 / 256 - 1  # bin centres in [-1, 1)
+  unit = examples["image"].astype(np.float64) / 127.5 - 1  # 0 -> -1, 255 -> 1
   for label in range(CLASSES):
     np.testing.assert_allclose(averages[label], unit[examples["label"] == label].mean(axis=0),
                                atol=1e-6)
@@ -165,7 +165,7 @@ def test_one_step_lowers_the_discriminators_loss_on_its_batch_and_moves_every_ga
   batch = first_batch(examples)
   state = task.init_state(batch, jax.random.PRNGKey(0))
   assert set(gammas(state.params).values()) == {0.0}
-  x = ifgan_task.unit_images(batch["image"])
+  x = pixels.from_uint8(batch["image"])
   targets = ifgan.target_faces(state.extra["target_faces"], batch["label"])
   generated = task._apply(state.params, x, method="generate")
   before = task.discriminator_loss(state.params, x, targets, generated)
@@ -184,7 +184,7 @@ def test_one_step_lowers_the_discriminators_loss_on_its_batch_and_moves_every_ga
 
 def test_the_prediction_depends_on_the_input_for_ifgan_and_the_baseline():
   examples = toy_examples()
-  x = ifgan_task.unit_images(examples["image"][:6]) / 2  # class_logits takes [-0.5, 0.5)
+  x = objectives.dequantize(None, examples["image"][:6], 8)  # What class_logits takes.
   for config in (tiny_config(), baseline_config()):
     name = config.model.name
     model = ifgan_task.create_model(config.model)
@@ -269,6 +269,7 @@ _WORKER = textwrap.dedent("""
     import numpy as np
     import test_ifgan as helpers
     from flaxflow import conv
+    from flaxflow.gan import pixels
     from flaxflow.tasks import ifgan as ifgan_task
     config = helpers.tiny_config(num_steps=3, batch_size=8, eval_batch_size=8)
     examples = helpers.toy_examples()
@@ -283,7 +284,7 @@ _WORKER = textwrap.dedent("""
                 *task._apply(params, x, generated, method="classify"), params["centres"]]
 
       computed = outputs(jax.device_get(result.state.params),
-                         ifgan_task.unit_images(examples["image"][:8]))
+                         pixels.from_uint8(examples["image"][:8]))
     print("RESULT " + json.dumps({"devices": jax.device_count(),
                                   "outputs": [np.asarray(o, np.float64).ravel().tolist()
                                               for o in computed],

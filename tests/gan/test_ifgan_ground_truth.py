@@ -15,7 +15,7 @@ from flaxflow import loop, parallel, scoring
 from flaxflow.analysis import batches as batches_lib
 from flaxflow.analysis import ifgan_ground_truth as truth_lib
 from flaxflow.data.synthetic_faces import factors, render
-from flaxflow.gan import ifgan
+from flaxflow.gan import ifgan, pixels
 from flaxflow.tasks import ifgan as ifgan_task
 from flaxflow.workdir import Workdir
 from training_helpers import ArrayIterator, RecordingWriter
@@ -59,8 +59,8 @@ def test_each_target_keeps_its_expected_share_of_the_expression_change():
   assert 0 < pixel["full_intensity"] < aligned["full_intensity"] < 1
   # One face for every class keeps none; the truth at full intensity keeps all of itself.
   labels = np.arange(CLASSES)
-  full = truth_lib.to_unit(scoring.average_identity_renders(
-      labels, truth_lib.full_intensities(labels), SIDE))
+  full = np.asarray(pixels.from_uint8(scoring.average_identity_renders(
+      labels, truth_lib.full_intensities(labels), SIDE)))
   assert truth_lib.expression_change_share(np.zeros_like(full), full, labels) == 0.0
   assert truth_lib.expression_change_share(full, full, labels) == pytest.approx(1.0)
 
@@ -132,7 +132,7 @@ def test_e_can_be_trained_without_the_real_pair_and_without_reaching_g():
   assert not np.allclose(stepped.params["classifier"]["Dense_1"]["kernel"],
                          state.params["classifier"]["Dense_1"]["kernel"])
   # E saw the generated pair alone.
-  x = ifgan_task.unit_images(batch["image"])
+  x = pixels.from_uint8(batch["image"])
   logits, _ = task._apply(state.params, x, task._apply(state.params, x, method="generate"),
                           method="classify")
   cross_entropy = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), batch["label"]])
