@@ -27,13 +27,12 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf
                                "ablation_digits.py")
 _CONFIG = runs.define_config_flag(_DEFAULT_CONFIG, "Ablation config file.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run, by folder name (default: all six).")
-ROW_FILE = "ablation_row.json"
 
 
 def run_row(config: ml_collections.ConfigDict, row: analysis.AblationRow, train: dict,
             test: dict, class_names, row_dir: str) -> dict:
   """Trains and evaluates one row, or reads back the result of a finished one."""
-  result_path = os.path.join(row_dir, ROW_FILE)
+  result_path = os.path.join(row_dir, analysis.ablation.ROW_FILE)
   if os.path.exists(result_path):
     result = read_json(result_path)
     # Compared as JSON, which holds tuples (the image shape) as lists.

@@ -16,7 +16,7 @@ from absl import app, flags
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from flaxflow.analysis import curves
+from flaxflow.analysis import ablation, curves
 from flaxflow.workdir import Workdir
 from flaxflow.launch import research, runs
 
@@ -55,7 +55,7 @@ def row_curve(row_dir: str) -> Tuple[str, np.ndarray, np.ndarray]:
 
 
 def row_label(row_dir: str) -> str:
-  path = os.path.join(row_dir, "ablation_row.json")
+  path = os.path.join(row_dir, ablation.ROW_FILE)
   if os.path.exists(path):
     with open(path) as file:
       return json.load(file)["label"]

@@ -18,6 +18,8 @@ _TABLE_3 = (
     ("bplf_3x3_svd", "BPLF 3×3 conv with SVD", "bplf", "3x3", True),
     ("bplf_3x3_1x1_svd", "BPLF 3×3&1×1 conv with SVD", "bplf", "3x3-1x1", True),
 )
+# Each row's result in its run folder (written by launch.ablate, read by launch.plot_curves).
+ROW_FILE = "ablation_row.json"
 SHARED_FIELDS = ("image_shape", "num_classes", "levels", "steps_per_level", "width", "gradient")
 
 

@@ -5,7 +5,8 @@ half of the channels off to a learned Gaussian prior conditioned on the other ha
 latent has a learned prior of its own. With `num_classes > 0` the priors are class-conditional, and
 with `condition_steps` the one-hot label is also fed to every step's coupling network.
 
-Latents are returned shallowest first: ``(z_1, ..., z_{L-1}, z_top)``.
+Latents are returned shallowest first, the deepest last: ``(z_L, ..., z_2, z_1)``, numbered as the
+flow-latent classifier paper numbers them (z_1 the deepest; the project uses that one notation).
 """
 
 from typing import Callable, Optional, Sequence, Tuple
