@@ -1,6 +1,8 @@
-"""Research tools on trained flows (`flaxflow.tasks.flow.load_trained` loads one): evaluation,
-sampling, expression transfer, t-SNE, cross-validation and the BPLF ablation. The entry points in
-`launch/` feed them data and write what they return.
+"""Research tools on trained models (`flaxflow.tasks.load_trained` loads any family's run):
+evaluation, sampling, expression transfer, t-SNE, cross-validation and the BPLF ablation for the
+flows; a trained DECGAN at work (`decgan_inference`) and IF-GAN's ground truth
+(`ifgan_ground_truth`) for the GANs. The entry points in `launch/` feed them data and write what
+they return.
 """
 
 from flaxflow.analysis.ablation import AblationRow, ablation_rows, markdown_table, row_config

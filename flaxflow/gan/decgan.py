@@ -639,7 +639,8 @@ def transfer_to_class(model: DECGAN, variables: Any, x: Array, classes: Array,
   """uint8 images: each uint8 face with the expression of its class in `classes`.
 
   The condition of class c is `class_conditions[c]`, e.g. E2's mean p(l) over the training
-  images of c (`class_mean_conditions`); by default the one-hot of c.
+  images of c (`flaxflow.analysis.decgan_inference.class_mean_conditions`); by default the
+  one-hot of c.
   """
   conditions = class_conditions_of(classes, model.num_classes, class_conditions)
   return pixels.to_uint8(model.apply(variables, pixels.from_uint8(x), conditions,

@@ -37,7 +37,7 @@ from flaxflow import checkpointing, config_checks, images, loop, optimization, p
 from flaxflow.data.synthetic_faces import factors
 from flaxflow.data.synthetic_faces.renderer import render
 from flaxflow.analysis import batches as batches_lib
-from flaxflow.analysis import evaluation, generation, probes
+from flaxflow.analysis import decgan_inference, evaluation, generation, probes
 from flaxflow.gan import adversarial, decgan, pixels
 from flaxflow.tasks import flow
 from flaxflow.models.capabilities import check_model_matches_data
@@ -206,7 +206,7 @@ def code_probes(model: decgan.DECGAN, variables: Any, drawn: scoring.Drawn) -> D
   """How much of the expression and of the person E1's z holds: the held-out accuracies of
   linear probes of each (`flaxflow.analysis.probes`) on the z of `drawn`'s images, each person's
   images split in two. Expression removed from z puts the first near chance (1/7)."""
-  codes = np.asarray(_identity_codes(model, variables, jnp.asarray(drawn.images)))
+  codes = np.asarray(decgan_inference.identity_codes(model, variables, drawn.images))
   held_out = probes.held_out_within_groups(drawn.person)
   return {"expression": probes.probe_accuracy(codes, drawn.factors.expression, held_out),
           "person": probes.probe_accuracy(codes, drawn.person, held_out)}
@@ -294,7 +294,7 @@ class DecganTask:
     inputs = self._sample_inputs()
     if inputs is None:
       return
-    moved = class_transfers(self.model, {"params": state.params}, inputs)
+    moved = decgan_inference.class_transfers(self.model, {"params": state.params}, inputs)
     if parallel.is_primary():
       images.save_image_grid(workdir.sample_grid_file(step),
                              np.concatenate([inputs[:, None], moved], axis=1))
@@ -324,8 +324,9 @@ class DecganTask:
     scoring_set, readers, probed = self._scoring_set
     variables = {"params": state.params}
     method = scoring.Method(
-        lambda inputs, labels: class_transfers(self.model, variables, inputs),
-        own_reader=functools.partial(expression_classes, self.model, variables))
+        lambda inputs, labels: decgan_inference.class_transfers(self.model, variables, inputs),
+        own_reader=functools.partial(decgan_inference.expression_classes, self.model,
+                                     variables))
     figures = scoring.score(method, scoring_set, readers)
     figures.update({f"z_probe_{name}": value
                     for name, value in code_probes(self.model, variables, probed).items()})
@@ -350,89 +351,6 @@ class DecganTask:
     return {**held_out, **self.score_transfer(state, step, writer)}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _to_every_class(model: decgan.DECGAN, cycled: bool, variables: Any, inputs: Array,
-                    class_conditions: Optional[Array]) -> Array:
-  """uint8 (B, classes, H, W, C): every input moved to every class (`decgan.transfer_to_class`),
-  or moved and back (`decgan.cycle_reconstruction`) when `cycled`; compiled once per model and
-  input shape."""
-  batch, num_classes = inputs.shape[0], model.num_classes
-  repeated = jnp.repeat(inputs, num_classes, axis=0)
-  classes = jnp.tile(jnp.arange(num_classes), batch)
-  if cycled:
-    images = decgan.cycle_reconstruction(
-        model, variables, repeated,
-        decgan.class_conditions_of(classes, num_classes, class_conditions))
-  else:
-    images = decgan.transfer_to_class(model, variables, repeated, classes, class_conditions)
-  return images.reshape(batch, num_classes, *inputs.shape[1:])
-
-
-def class_transfer(model: decgan.DECGAN, class_conditions: Optional[np.ndarray] = None
-                   ) -> Callable[[Any, np.ndarray], np.ndarray]:
-  """(variables, inputs) -> uint8 (B, classes, H, W, C): `class_transfers` with the model and
-  the conditions fixed."""
-  return lambda variables, inputs: class_transfers(model, variables, inputs, class_conditions)
-
-
-def check_images(model: decgan.DECGAN, images: Any) -> None:
-  """A one-line ValueError unless `images` are uint8 (B, H, W, C) of the model's image shape:
-  an image of another size or channel count would be drawn by networks that never saw it."""
-  shape, dtype = np.shape(images), getattr(images, "dtype", None)
-  if shape[1:] != tuple(model.image_shape) or dtype != np.uint8:
-    raise ValueError(f"images of shape {shape} and dtype {dtype}: expected uint8 (B, "
-                     f"{', '.join(map(str, model.image_shape))}), the images this DECGAN was "
-                     "trained on")
-
-
-def class_transfers(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
-                    class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
-  """uint8 (B, classes, H, W, C): every input moved to every class
-  (`decgan.transfer_to_class`)."""
-  check_images(model, inputs)
-  return np.asarray(_to_every_class(model, False, variables, jnp.asarray(inputs),
-                                    class_conditions))
-
-
-def class_cycles(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
-                 class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
-  """uint8 (B, classes, H, W, C): every input moved to every class and back by the cycle
-  (`decgan.cycle_reconstruction`)."""
-  check_images(model, inputs)
-  return np.asarray(_to_every_class(model, True, variables, jnp.asarray(inputs),
-                                    class_conditions))
-
-
-_expression_probabilities = jax.jit(decgan.expression_probabilities, static_argnums=0)
-_identity_codes = jax.jit(decgan.identity_codes, static_argnums=0)
-
-
-def expression_classes(model: decgan.DECGAN, variables: Any, inputs: np.ndarray) -> np.ndarray:
-  """E2's most probable class of each uint8 image."""
-  check_images(model, inputs)
-  return np.asarray(jnp.argmax(_expression_probabilities(model, variables, jnp.asarray(inputs)),
-                               axis=-1))
-
-
-def class_mean_conditions(model: decgan.DECGAN, variables: Any,
-                          batches: Iterable[batches_lib.Batch],
-                          mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
-  """(classes, classes): E2's mean p(l) over the images of each class in `batches`, the
-  condition `decgan.transfer_to_class` takes for a class; a class without images gets its
-  one-hot."""
-  probabilities = functools.partial(_expression_probabilities, model)
-  sums = np.zeros((model.num_classes, model.num_classes))
-  counts = np.zeros(model.num_classes)
-  for outputs, batch in batches_lib.map_batches(
-      lambda images_, labels, index: {"p": probabilities(variables, images_)}, batches, mesh):
-    np.add.at(sums, batch["label"], outputs["p"])
-    np.add.at(counts, batch["label"], 1)
-  means = np.eye(model.num_classes)
-  seen = counts > 0
-  means[seen] = sums[seen] / counts[seen, None]
-  return means.astype(np.float32)
-
-
 def transfer_methods(run: TrainedModel, train_batches: Callable[[], Iterable[batches_lib.Batch]],
                      class_names: Sequence[str],
                      shift: generation.LatentShift) -> Dict[str, scoring.Method]:
@@ -445,12 +363,13 @@ def transfer_methods(run: TrainedModel, train_batches: Callable[[], Iterable[bat
   model, variables = run.model, run.variables
   if len(class_names) != model.num_classes:
     raise ValueError(f"{len(class_names)} classes in the data, {model.num_classes} in the model")
-  own_reader = functools.partial(expression_classes, model, variables)
+  own_reader = functools.partial(decgan_inference.expression_classes, model, variables)
   conditions = {"one_hot": None,
-                "class_mean": class_mean_conditions(model, variables, train_batches())}
+                "class_mean": decgan_inference.class_mean_conditions(model, variables,
+                                                                    train_batches())}
 
   def method(name, condition):
-    transfer = class_transfer(model, condition)
+    transfer = decgan_inference.class_transfer(model, condition)
     return scoring.Method(lambda images, labels: transfer(variables, images), own_reader=own_reader,
                           description=f"G1(E1(x), l_c), l_c = {name.replace('_', ' ')} of c")
 

@@ -13,6 +13,7 @@ import pytest
 
 from flaxflow.data.synthetic_faces import factors, render
 from flaxflow import conv, loop, parallel, scoring, tasks
+from flaxflow.analysis import decgan_inference
 from flaxflow.gan import decgan, pixels
 from flaxflow.tasks import decgan as decgan_task
 from flaxflow.workdir import Workdir
@@ -350,14 +351,14 @@ def test_transfer_functions_give_uint8_images_of_the_chosen_expression():
   by_condition = pixels.to_uint8(model.apply(variables, pixels.from_uint8(images),
                                              probabilities, method="transfer_to_condition"))
   np.testing.assert_array_equal(by_example, by_condition)
-  grid = decgan_task.class_transfers(model, variables, np.asarray(images))
+  grid = decgan_inference.class_transfers(model, variables, np.asarray(images))
   assert grid.shape == (4, NUM_CLASSES, 8, 8, 1)
   np.testing.assert_array_equal(
       grid[:, 2], decgan.transfer_to_class(model, variables, images, jnp.full(4, 2)))
   means = np.eye(NUM_CLASSES, dtype=np.float32)[::-1]  # Class c given class 2 - c's condition.
-  np.testing.assert_array_equal(decgan_task.class_transfers(model, variables, np.asarray(images),
-                                                            means)[:, 0], grid[:, 2])
-  cycles = decgan_task.class_cycles(model, variables, np.asarray(images))
+  moved = decgan_inference.class_transfers(model, variables, np.asarray(images), means)
+  np.testing.assert_array_equal(moved[:, 0], grid[:, 2])
+  cycles = decgan_inference.class_cycles(model, variables, np.asarray(images))
   assert cycles.shape == grid.shape and cycles.dtype == np.uint8
 
 
@@ -369,7 +370,7 @@ def test_bad_inputs_get_one_line_errors(tmp_path):
   for wrong in (np.zeros((2, 16, 16, 1), np.uint8), np.zeros((2, 8, 8, 3), np.uint8),
                 images.astype(np.float32)):
     with pytest.raises(ValueError, match=r"^images of shape .*: expected uint8 \(B, 8, 8, 1\)"):
-      decgan_task.class_transfers(model, variables, wrong)
+      decgan_inference.class_transfers(model, variables, wrong)
   with pytest.raises(ValueError, match=r"^class index 3: expected an index in \[0, 3\)$"):
     decgan.transfer_to_class(model, variables, images, np.array([0, 3]))
   flow_run = Workdir(str(tmp_path))
@@ -387,7 +388,7 @@ def test_class_mean_conditions_average_e2_over_each_class():
   labels[labels == 2] = 0  # Class 2 has no images: its one-hot.
   batches = [{"image": images[:8], "label": labels[:8], "mask": np.ones(8, bool)},
              {"image": images[8:], "label": labels[8:], "mask": np.arange(8) < 5}]
-  means = decgan_task.class_mean_conditions(task.model, variables, batches)
+  means = decgan_inference.class_mean_conditions(task.model, variables, batches)
   p = np.asarray(decgan.expression_probabilities(task.model, variables, images[:13]))
   for c in (0, 1):
     np.testing.assert_allclose(means[c], p[labels[:13] == c].mean(axis=0), rtol=1e-5)
