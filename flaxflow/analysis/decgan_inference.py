@@ -52,22 +52,25 @@ def check_images(model: decgan.DECGAN, images: Any) -> None:
                      "trained on")
 
 
+def _checked_every_class(model: decgan.DECGAN, cycled: bool, variables: Any, inputs: np.ndarray,
+                         class_conditions: Optional[np.ndarray]) -> np.ndarray:
+  check_images(model, inputs)
+  return np.asarray(_to_every_class(model, cycled, variables, jnp.asarray(inputs),
+                                    class_conditions))
+
+
 def class_transfers(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                     class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class
   (`decgan.transfer_to_class`)."""
-  check_images(model, inputs)
-  return np.asarray(_to_every_class(model, False, variables, jnp.asarray(inputs),
-                                    class_conditions))
+  return _checked_every_class(model, False, variables, inputs, class_conditions)
 
 
 def class_cycles(model: decgan.DECGAN, variables: Any, inputs: np.ndarray,
                  class_conditions: Optional[np.ndarray] = None) -> np.ndarray:
   """uint8 (B, classes, H, W, C): every input moved to every class and back by the cycle
   (`decgan.cycle_reconstruction`)."""
-  check_images(model, inputs)
-  return np.asarray(_to_every_class(model, True, variables, jnp.asarray(inputs),
-                                    class_conditions))
+  return _checked_every_class(model, True, variables, inputs, class_conditions)
 
 
 _expression_probabilities = jax.jit(decgan.expression_probabilities, static_argnums=0)
