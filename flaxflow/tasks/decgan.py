@@ -206,7 +206,7 @@ def code_probes(model: decgan.DECGAN, variables: Any, drawn: scoring.Drawn) -> D
   """How much of the expression and of the person E1's z holds: the held-out accuracies of
   linear probes of each (`flaxflow.analysis.probes`) on the z of `drawn`'s images, each person's
   images split in two. Expression removed from z puts the first near chance (1/7)."""
-  codes = np.asarray(decgan_inference.identity_codes(model, variables, drawn.images))
+  codes = decgan_inference.identity_codes(model, variables, drawn.images)
   held_out = probes.held_out_within_groups(drawn.person)
   return {"expression": probes.probe_accuracy(codes, drawn.factors.expression, held_out),
           "person": probes.probe_accuracy(codes, drawn.person, held_out)}
