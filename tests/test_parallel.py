@@ -1,9 +1,7 @@
 """Tests of flaxflow.parallel, and SPMD training on 8 simulated devices and on 2 processes."""
 
-import json
 import os
 import socket
-import subprocess
 import sys
 import textwrap
 
@@ -12,9 +10,7 @@ import numpy as np
 import pytest
 
 from flaxflow import parallel
-from training_helpers import CHILD_TIMEOUT_S
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from training_helpers import run_together
 
 
 @pytest.mark.parametrize("environ, expected", [
@@ -132,19 +128,14 @@ def _free_port():
     return sock.getsockname()[1]
 
 
-def _start_worker(workdir, devices_per_process, num_processes=1, process_id=0, address=""):
+def _train(workdir, devices_per_process, num_processes=1):
+  """The results of the worker's processes, each on `devices_per_process` simulated devices."""
   environment = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count="
                                            f"{devices_per_process}", JAX_PLATFORMS="cpu")
-  return subprocess.Popen(
-      [sys.executable, "-c", _WORKER, str(workdir), str(num_processes), str(process_id), address],
-      cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _result(process):
-  stdout, stderr = process.communicate(timeout=CHILD_TIMEOUT_S)
-  assert process.returncode == 0, stderr[-3000:]
-  line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
-  return json.loads(line[len("RESULT "):])
+  address = f"localhost:{_free_port()}" if num_processes > 1 else ""
+  return run_together([[sys.executable, "-c", _WORKER, str(workdir), str(num_processes),
+                        str(process_id), address] for process_id in range(num_processes)],
+                      environment)
 
 
 def _assert_same_training(reference, other):
@@ -156,22 +147,19 @@ def _assert_same_training(reference, other):
 
 @pytest.fixture(scope="module")
 def one_device_run(tmp_path_factory):
-  return _result(_start_worker(tmp_path_factory.mktemp("one_device"), 1))
+  return _train(tmp_path_factory.mktemp("one_device"), 1)[0]
 
 
 @pytest.mark.slow
 def test_eight_devices_follow_the_one_device_trajectory(one_device_run, tmp_path):
-  eight = _result(_start_worker(tmp_path, 8))
+  eight = _train(tmp_path, 8)[0]
   assert one_device_run["devices"] == 1 and eight["devices"] == 8
   _assert_same_training(one_device_run, eight)
 
 
 @pytest.mark.slow
 def test_two_processes_follow_the_one_device_trajectory(one_device_run, tmp_path):
-  address = f"localhost:{_free_port()}"
-  workers = [_start_worker(tmp_path, 2, num_processes=2, process_id=index, address=address)
-             for index in range(2)]
-  first, second = [_result(worker) for worker in workers]
+  first, second = _train(tmp_path, 2, num_processes=2)
   assert first["devices"] == second["devices"] == 4
   _assert_same_training(one_device_run, first)
   assert first == second

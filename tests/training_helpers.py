@@ -1,11 +1,14 @@
 """An in-memory data iterator, a recording metric writer, a worker on simulated devices, and a
 stopped copy of a finished run, for tests of the training loop."""
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 
@@ -66,17 +69,51 @@ class RecordingWriter:
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_together(commands, environment) -> list:
+  """Runs the `commands` (argument lists) side by side in REPO_ROOT, as the processes of one job,
+  and returns the JSON each printed on its line starting with "RESULT ".
+
+  Output goes to files, not pipes, so that no process blocks on a full pipe while another is
+  waited for. A failure names every process's exit status and the end of its stderr: in a
+  multi-process job the first to fail is often only waiting for the one that went wrong, and
+  PYTHONFAULTHANDLER makes an aborted process print where each of its threads was.
+  """
+  environment = dict(environment, PYTHONFAULTHANDLER="1")
+  with contextlib.ExitStack() as stack:
+    outputs = [(stack.enter_context(tempfile.TemporaryFile("w+")),
+                stack.enter_context(tempfile.TemporaryFile("w+"))) for _ in commands]
+    processes = [subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=stdout,
+                                  stderr=stderr, text=True)
+                 for command, (stdout, stderr) in zip(commands, outputs)]
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    try:
+      for process in processes:
+        process.wait(timeout=max(deadline - time.monotonic(), 0))
+    finally:
+      for process in processes:
+        if process.poll() is None:
+          process.kill()
+          process.wait()
+    texts = []
+    for stdout, stderr in outputs:
+      stdout.seek(0)
+      stderr.seek(0)
+      texts.append((stdout.read(), stderr.read()))
+  failures = [f"process {index} exited with {process.returncode}:\n{stderr[-3000:]}"
+              for index, (process, (_, stderr)) in enumerate(zip(processes, texts))
+              if process.returncode != 0]
+  assert not failures, "\n".join(failures)
+  return [json.loads(next(line for line in stdout.splitlines()
+                          if line.startswith("RESULT "))[len("RESULT "):])
+          for stdout, _ in texts]
+
+
 def run_on_simulated_devices(worker_source: str, workdir, devices: int) -> dict:
   """Runs `worker_source` (Python; argv[1] is `workdir`) on `devices` simulated CPU devices in a
   fresh process, and returns the JSON it printed on its line starting with "RESULT "."""
   environment = dict(os.environ, JAX_PLATFORMS="cpu",
                      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  process = subprocess.run([sys.executable, "-c", worker_source, str(workdir)], cwd=REPO_ROOT,
-                           env=environment, capture_output=True, text=True,
-                           timeout=CHILD_TIMEOUT_S)
-  assert process.returncode == 0, process.stderr[-3000:]
-  line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT "))
-  return json.loads(line[len("RESULT "):])
+  return run_together([[sys.executable, "-c", worker_source, str(workdir)]], environment)[0]
 
 
 def stopped_copy(finished, stopped, save_interval_steps):

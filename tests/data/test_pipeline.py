@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 import socket
-import subprocess
 import sys
 import time
 from unittest import mock
@@ -16,7 +15,7 @@ import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from flaxflow.data import datasets, pipeline, tf_cpu
-from training_helpers import CHILD_TIMEOUT_S
+from training_helpers import run_together
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -268,14 +267,8 @@ def test_two_jax_processes_build_global_batches_from_their_shards():
     port = probe.getsockname()[1]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
          "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
-  workers = [subprocess.Popen([sys.executable, "-c", _WORKER, str(i), str(port)], env=env,
-                              cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-  results = []
-  for worker in workers:
-    stdout, stderr = worker.communicate(timeout=CHILD_TIMEOUT_S)
-    assert worker.returncode == 0, stderr[-3000:]
-    results.append(json.loads(stdout.split("RESULT ", 1)[1]))
+  results = run_together([[sys.executable, "-c", _WORKER, str(i), str(port)] for i in range(2)],
+                         env)
   dataset, _ = datasets.load("digits", "train")
   expected = []
   for process_index in range(2):
