@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from flaxflow import aot, conv, parallel
+from flaxflow.gan import decgan
 from flaxflow.launch.configs import digits_bplf, digits_classifier
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,6 +99,28 @@ def test_the_classifiers_work_per_chip_does_not_grow_with_the_chips():
                                   per_chip_batch=4).flops_per_chip_per_step
            for target in (TPU, "tpu:v5e:2x4")]
   assert flops[0] == flops[1] > 0
+
+
+def test_decgan_partners_cost_each_chip_the_same_on_more_chips():
+  """DECGAN pairs each image with a partner of another expression (`partner_offsets`): each chip
+  holds its own rows and takes a few rows from the next chip, so that its memory does not grow
+  with the chips (a draw over the whole batch scored batch^2 pairs, and gathering partners by row
+  number had every chip collect the whole batch)."""
+
+  def pair_up(labels, images):
+    offsets = decgan.partner_offsets(labels, jax.random.PRNGKey(0))
+    return decgan.take_partners(images, offsets), decgan.take_partners(labels, offsets)
+
+  temporaries = []
+  for target in (TPU, "tpu:v5e:2x4"):
+    mesh = parallel.make_mesh(aot.target_devices(aot.parse_target(target)))
+    batch, sharding = 24 * mesh.size, parallel.batch_sharding(mesh)
+    compiled = jax.jit(pair_up, out_shardings=sharding).lower(
+        jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=sharding),
+        jax.ShapeDtypeStruct((batch, 16, 16, 1), jnp.float32, sharding=sharding)).compile()
+    assert "all-gather" not in compiled.as_text()
+    temporaries.append(compiled.memory_analysis().temp_size_in_bytes)
+  assert temporaries[0] == temporaries[1]
 
 
 def test_program_costs_count_each_loop_body_times_its_trips():

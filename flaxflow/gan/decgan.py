@@ -463,13 +463,36 @@ def query_history(buffer: HistoryBuffer, images: Array, conditions: Array, class
   return buffer, shown_images, shown_conditions
 
 
-def partners(labels: Array, rng: Array) -> Array:
-  """For each row, a random row of the batch with another label (any row, itself included,
-  when the batch holds one label only)."""
-  batch = labels.shape[0]
-  scores = jax.random.uniform(rng, (batch, batch))
-  same = labels[:, None] == labels[None, :]
-  return jnp.argmin(scores + 2.0 * same, axis=1)
+# How far down the batch a row looks for its partner (`partner_offsets`).
+PARTNER_CANDIDATES = 15
+
+
+def partner_offsets(labels: Array, rng: Array) -> Array:
+  """For each row i, an offset k in 1..PARTNER_CANDIDATES (fewer in a smaller batch) such that
+  row (i + k) mod batch, its partner, has another label, drawn at random among those that do
+  (1 when none does). In a batch of 16 every other row is a candidate.
+
+  The partners are the next rows rather than any row of the batch so that the draw needs
+  memory in proportion to the batch (a draw over the whole batch scores batch^2 pairs: on 256
+  chips of 967 images each, 349 GB per chip) and, on a mesh, a chip needs only the first rows
+  of the next chip's share (`take_partners`), not the whole batch. The rows arrive shuffled, so
+  the pairs are still random.
+  """
+  offsets = range(1, min(PARTNER_CANDIDATES, labels.shape[0] - 1) + 1)
+  if not offsets:  # A batch of one row is its own partner.
+    return jnp.zeros_like(labels)
+  others = jnp.stack([jnp.roll(labels, -offset) for offset in offsets])  # (offsets, batch)
+  scores = jax.random.uniform(rng, others.shape) + 2.0 * (others == labels)
+  return 1 + jnp.argmin(scores, axis=0).astype(labels.dtype)
+
+
+def take_partners(x: Array, offsets: Array) -> Array:
+  """Row (i + offsets[i]) mod batch of `x` for every row i (`partner_offsets`)."""
+  broadcast = lambda offset: (offsets == offset).reshape(-1, *[1] * (x.ndim - 1))
+  taken = jnp.where(broadcast(0), x, jnp.zeros_like(x))
+  for offset in range(1, min(PARTNER_CANDIDATES, x.shape[0] - 1) + 1):
+    taken = jnp.where(broadcast(offset), jnp.roll(x, -offset, axis=0), taken)
+  return taken
 
 
 @flax.struct.dataclass
@@ -526,7 +549,7 @@ def train_step(state: adversarial.AdversarialState, batch: Dict[str, Array], rng
   """One DECGAN step on {"image", "label"}: D's update, then the others' together.
 
   Each source image x is paired with a target-expression image y, a partner from the batch with
-  another label (`partners`); the fake is x moved from its condition to y's
+  another label (`partner_offsets`); the fake is x moved from its condition to y's
   (`training_conditions`). With `weights.paired`, `paired_batch(step)` gives the oracle's
   supervised pairs: uint8 "image" (B, H, W, C) with its "label", a "target_label" and the
   "truth", the same face rendered with the target; the term is the L1 of the image moved from
@@ -536,8 +559,8 @@ def train_step(state: adversarial.AdversarialState, batch: Dict[str, Array], rng
   pair_rng, history_rng, condition_rng = jax.random.split(step_rng, 3)
   x = pixels.from_uint8(batch["image"])
   labels = batch["label"].astype(jnp.int32)
-  partner = partners(labels, pair_rng)
-  y, target_labels = x[partner], labels[partner]
+  offsets = partner_offsets(labels, pair_rng)
+  y, target_labels = take_partners(x, offsets), take_partners(labels, offsets)
   apply = lambda params, *args, method: model.apply({"params": params}, *args, method=method)
 
   source_condition, target_condition = jax.lax.stop_gradient(training_conditions(

@@ -6,8 +6,9 @@ with its own Adam (2e-4, betas 0.5 and 0.999 in the configs) and its own non-fin
 state's `extra`, so a checkpoint holds it and resume is exact.
 
 Training pairs. A batch holds images and expression labels only (no subject), so each source
-image is paired with a partner drawn at random from the same batch among those of another
-expression, which is its target-expression image. This is the paper's unpaired setting (source
+image is paired with a partner drawn at random among the next rows of the batch (up to 15, every
+other row of a batch of 16) that show another expression, which is its target-expression image
+(`flaxflow.gan.decgan.partner_offsets`). This is the paper's unpaired setting (source
 and target need not show the same person), every step asks for a change of expression (a
 same-expression partner would let G learn the identity map), and over the steps every
 source -> target pair of expressions is drawn. The draw comes from the step's key, so resume

@@ -315,11 +315,27 @@ def test_the_history_buffer_fills_first_then_is_a_function_of_the_key():
 
 def test_partners_have_another_label_when_there_is_one():
   labels = jnp.array([0, 0, 1, 2, 2, 1, 0, 1])
-  for key in range(5):
-    partner = np.asarray(decgan.partners(labels, jax.random.PRNGKey(key)))
+  chosen = set()
+  for key in range(20):
+    offsets = decgan.partner_offsets(labels, jax.random.PRNGKey(key))
+    partner = (np.arange(8) + np.asarray(offsets)) % 8
     assert (np.asarray(labels)[partner] != np.asarray(labels)).all()
-  np.testing.assert_array_equal(decgan.partners(jnp.zeros(4, jnp.int32),
-                                                jax.random.PRNGKey(0)).shape, (4,))
+    np.testing.assert_array_equal(decgan.take_partners(labels, offsets), labels[partner])
+    chosen.add(int(partner[0]))
+  assert chosen == {2, 3, 4, 5, 7}  # In a batch of 8 every row of another label is drawn.
+  lone = decgan.partner_offsets(jnp.zeros(4, jnp.int32), jax.random.PRNGKey(0))
+  assert lone.shape == (4,) and ((lone >= 1) & (lone <= 3)).all()
+  np.testing.assert_array_equal(decgan.partner_offsets(jnp.zeros(1, jnp.int32),
+                                                       jax.random.PRNGKey(0)), [0])
+
+
+def test_partners_look_a_bounded_distance_down_the_batch():
+  labels = jnp.arange(64) % 7
+  offsets = np.asarray(decgan.partner_offsets(labels, jax.random.PRNGKey(0)))
+  assert offsets.min() >= 1 and offsets.max() <= decgan.PARTNER_CANDIDATES
+  images = jnp.arange(64.0)[:, None, None, None] * jnp.ones((1, 2, 2, 1))
+  np.testing.assert_array_equal(decgan.take_partners(images, offsets)[:, 0, 0, 0],
+                                (np.arange(64) + offsets) % 64)
 
 
 def test_the_generator_output_depends_on_the_target_condition():
