@@ -298,19 +298,44 @@ def test_the_history_buffer_fills_first_then_is_a_function_of_the_key():
   np.testing.assert_array_equal(buffer.counts, [2, 2])
   np.testing.assert_array_equal(buffer.images[1, :, 0, 0, 0], [4, 5])
   np.testing.assert_array_equal(shown[[0, 1, 4, 5], 0, 0, 0], [0, 1, 4, 5])
-  # Images 2 and 3 met a full class: each was shown itself, or stored and an old one shown, so
-  # what class 0 keeps and what D saw of them are 0, 1, 2, 3, each once.
-  seen = np.concatenate([buffer.images[0, :, 0, 0, 0], shown[2:4, 0, 0, 0]])
-  np.testing.assert_array_equal(np.sort(seen), [0, 1, 2, 3])
+  # Images 2 and 3 found class 0 filled by this batch: shown themselves, not kept.
+  np.testing.assert_array_equal(buffer.images[0, :, 0, 0, 0], [0, 1])
+  np.testing.assert_array_equal(shown[2:4, 0, 0, 0], [2, 3])
   results = [fill_and_query(jax.random.PRNGKey(key), buffer)[:2] for key in (7, 7, 8, 9, 10)]
   jax.tree.map(np.testing.assert_array_equal, results[0], results[1])
   differs = [not all(jax.tree.leaves(jax.tree.map(np.array_equal, results[0], other)))
              for other in results[2:]]
   assert any(differs)
   for updated, shown in results:
+    # Full classes: D sees each new image or one its class kept, and the class keeps its own.
     np.testing.assert_array_equal(updated.counts, [2, 2])
-    kept_or_new = np.concatenate([buffer.images.ravel(), np.arange(6.0)])
-    assert np.isin(np.asarray(shown).ravel(), kept_or_new).all()
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    for label in (0, 1):
+      old, new = np.asarray(buffer.images[label, :, 0, 0, 0]), np.flatnonzero(labels == label)
+      assert np.isin(np.asarray(shown)[labels == label, 0, 0, 0], np.union1d(old, new)).all()
+      assert np.isin(np.asarray(updated.images[label, :, 0, 0, 0]), np.union1d(old, new)).all()
+  swapped = [(np.asarray(shown)[:, 0, 0, 0] != np.arange(6)).sum() for _, shown in results]
+  assert max(swapped) > 0 and min(swapped) < 6
+
+
+def test_a_full_history_swaps_against_what_it_held_before_the_batch():
+  labels = np.array([0, 0, 0, 0, 1, 1])
+  old = decgan.HistoryBuffer(
+      images=(100.0 + jnp.arange(4.0)).reshape(2, 2, 1, 1, 1) * jnp.ones((1, 1, 2, 2, 1)),
+      conditions=jnp.zeros((2, 2, 2)), counts=jnp.array([2, 2]))
+  images = jnp.arange(6.0).reshape(6, 1, 1, 1) * jnp.ones((6, 2, 2, 1))
+  for key in range(10):
+    updated, shown, _ = decgan.query_history(old, images, jax.nn.one_hot(labels, 2),
+                                             jnp.asarray(labels), jax.random.PRNGKey(key))
+    shown, stored = np.asarray(shown)[:, 0, 0, 0], np.asarray(updated.images)[:, :, 0, 0, 0]
+    swapped = shown != np.arange(6)
+    for row in np.flatnonzero(swapped):  # It showed an old image of its class, now replaced.
+      assert shown[row] in np.asarray(old.images)[labels[row], :, 0, 0, 0]
+      assert shown[row] not in stored
+    new = stored[stored < 100]
+    assert set(new) <= set(np.flatnonzero(swapped))  # Only a row that swapped is kept...
+    for label in (0, 1):  # ... in its own class, the later of two that drew the same slot.
+      assert set(stored[label][stored[label] < 100]) <= set(np.flatnonzero(labels == label))
 
 
 def test_partners_have_another_label_when_there_is_one():

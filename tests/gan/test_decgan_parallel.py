@@ -8,8 +8,8 @@ import pytest
 from training_helpers import run_on_simulated_devices
 
 
-# Trains the tiny DECGAN of test_decgan for 4 steps through the loop; prints losses and the sum
-# of every parameter as JSON.
+# Trains the tiny DECGAN of test_decgan for 4 steps through the loop; prints losses and every
+# parameter and history value as JSON.
 _WORKER = textwrap.dedent("""
     import json, sys
     sys.path[:0] = ["tests", "tests/gan"]
@@ -20,10 +20,10 @@ _WORKER = textwrap.dedent("""
     from test_decgan import run_loop, tiny_config
 
     result, writer = run_loop(sys.argv[1], tiny_config(num_steps=4, checkpoint_every=4))
-    sums = [float(np.asarray(leaf, np.float64).sum())
-            for leaf in jax.tree.leaves((result.state.params, result.state.extra))]
+    leaves = jax.tree.leaves((result.state.params, result.state.extra))
+    values = np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])
     print("RESULT " + json.dumps({
-        "devices": jax.device_count(), "params": sums,
+        "devices": jax.device_count(), "values": values.tolist(),
         "losses": [writer.scalars[step]["train/loss"] for step in range(1, 5)],
         "cycle": [writer.scalars[step]["train/loss/cycle"] for step in range(1, 5)]}))
 """)
@@ -36,4 +36,7 @@ def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
   assert one["devices"] == 1 and eight["devices"] == 8
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=2e-5)
   np.testing.assert_allclose(eight["cycle"], one["cycle"], rtol=2e-5)
-  np.testing.assert_allclose(eight["params"], one["params"], rtol=1e-4, atol=1e-4)
+  # Every parameter and history value, not sums of them: summation order moves each by float
+  # noise that Adam's normalised steps carry (1.5e-4 at most here), and an update that went the
+  # other way would move one by two steps of the learning rate (2e-3).
+  np.testing.assert_allclose(eight["values"], one["values"], rtol=0, atol=5e-4)
