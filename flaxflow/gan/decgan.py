@@ -440,8 +440,8 @@ def query_history(buffer: HistoryBuffer, images: Array, conditions: Array, class
   slot of row i come from `fold_in(rng, i)`, so the result is a function of the key.
 
   Every row is handled at once from the buffer as it was before the batch: a pass over the rows
-  one by one would run on every chip over the whole batch, so that a chip's memory grew with the
-  number of chips (on 256 chips, more than 15.75 GB at 190 images per chip).
+  one by one ran on every chip over the whole global batch, a loop as long as that batch whose
+  memory per chip grew with the number of chips.
   """
   num_classes, size = buffer.images.shape[:2]
   rows = jnp.arange(images.shape[0])
@@ -485,13 +485,13 @@ PARTNER_CANDIDATES = 15
 def partner_offsets(labels: Array, rng: Array) -> Array:
   """For each row i, an offset k in 1..PARTNER_CANDIDATES (fewer in a smaller batch) such that
   row (i + k) mod batch, its partner, has another label, drawn at random among those that do
-  (1 when none does). In a batch of 16 every other row is a candidate.
+  (among all of them when none does). In a batch of 16 every other row is a candidate.
 
   The partners are the next rows rather than any row of the batch so that the draw needs
-  memory in proportion to the batch (a draw over the whole batch scores batch^2 pairs: on 256
-  chips of 967 images each, 349 GB per chip) and, on a mesh, a chip needs only the first rows
-  of the next chip's share (`take_partners`), not the whole batch. The rows arrive shuffled, so
-  the pairs are still random.
+  memory in proportion to the batch (a draw over the whole batch scores batch^2 pairs) and, on
+  a mesh, a chip needs only the first rows of the next chip's share (`take_partners`), where
+  taking a partner by its row number had every chip collect the whole batch first. The rows
+  arrive shuffled, so the pairs are still random.
   """
   offsets = range(1, min(PARTNER_CANDIDATES, labels.shape[0] - 1) + 1)
   if not offsets:  # A batch of one row is its own partner.
