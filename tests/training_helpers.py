@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,8 @@ def run_together(commands, environment) -> list:
   and returns the JSON each printed on its line starting with "RESULT ".
 
   Output goes to files, not pipes, so that no process blocks on a full pipe while another is
-  waited for. A failure names every process's exit status and the end of its stderr: in a
+  waited for. A process still running at CHILD_TIMEOUT_S is aborted. A failure names every
+  process's exit status and the end of its stderr: in a
   multi-process job the first to fail is often only waiting for the one that went wrong, and
   PYTHONFAULTHANDLER makes an aborted process print where each of its threads was.
   """
@@ -89,11 +91,17 @@ def run_together(commands, environment) -> list:
     try:
       for process in processes:
         process.wait(timeout=max(deadline - time.monotonic(), 0))
+    except subprocess.TimeoutExpired:
+      pass  # Reported below, with where each process still running was.
     finally:
       for process in processes:
         if process.poll() is None:
-          process.kill()
-          process.wait()
+          process.send_signal(signal.SIGABRT)  # The fault handler prints its threads' stacks.
+          try:
+            process.wait(timeout=60)
+          except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     texts = []
     for stdout, stderr in outputs:
       stdout.seek(0)
