@@ -493,7 +493,7 @@ def partner_offsets(labels: Array, rng: Array) -> Array:
   taking a partner by its row number had every chip collect the whole batch first. The rows
   arrive shuffled, so the pairs are still random.
   """
-  offsets = range(1, min(PARTNER_CANDIDATES, labels.shape[0] - 1) + 1)
+  offsets = _candidate_offsets(labels.shape[0])
   if not offsets:  # A batch of one row is its own partner.
     return jnp.zeros_like(labels)
   others = jnp.stack([jnp.roll(labels, -offset) for offset in offsets])  # (offsets, batch)
@@ -503,11 +503,15 @@ def partner_offsets(labels: Array, rng: Array) -> Array:
 
 def take_partners(x: Array, offsets: Array) -> Array:
   """Row (i + offsets[i]) mod batch of `x` for every row i (`partner_offsets`)."""
-  broadcast = lambda offset: (offsets == offset).reshape(-1, *[1] * (x.ndim - 1))
-  taken = jnp.where(broadcast(0), x, jnp.zeros_like(x))
-  for offset in range(1, min(PARTNER_CANDIDATES, x.shape[0] - 1) + 1):
-    taken = jnp.where(broadcast(offset), jnp.roll(x, -offset, axis=0), taken)
+  taken = x  # Offset 0: a batch of one row.
+  for offset in _candidate_offsets(x.shape[0]):
+    chosen = (offsets == offset).reshape(-1, *[1] * (x.ndim - 1))
+    taken = jnp.where(chosen, jnp.roll(x, -offset, axis=0), taken)
   return taken
+
+
+def _candidate_offsets(batch: int) -> range:
+  return range(1, min(PARTNER_CANDIDATES, batch - 1) + 1)
 
 
 @flax.struct.dataclass
